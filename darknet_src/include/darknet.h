@@ -1,0 +1,256 @@
+/*
+ * pydarknet: the whole C API.
+ *
+ * This header is the single source of what Python sees: pydarknet/_build_ffi.py
+ * hands it to cffi's cdef after dropping the lines that start with '#'.  So:
+ * no macros, no #ifdef inside declarations, only plain C types.
+ *
+ * Conventions (ggml / llama.h style):
+ *  - opaque handles with create/free pairs; every free accepts NULL;
+ *  - every fallible call returns a dn_status; results come back through
+ *    out-parameters; on failure dn_last_error() holds a message that names
+ *    the file, line, cfg section and what was expected;
+ *  - a failed create frees what it built and sets *out = NULL;
+ *  - the library never prints, exits or aborts.
+ *
+ * Tensor layout: NCHW, float32, batch outermost (darknet's layout).
+ */
+#ifndef PYDARKNET_DARKNET_H
+#define PYDARKNET_DARKNET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    DN_OK = 0,
+    DN_ERR_ARG = 1,          /* bad argument from the caller */
+    DN_ERR_IO = 2,           /* file missing, unreadable, unwritable */
+    DN_ERR_CFG = 3,          /* malformed or inconsistent .cfg */
+    DN_ERR_WEIGHTS = 4,      /* .weights does not fit the network */
+    DN_ERR_OOM = 5,          /* allocation failed */
+    DN_ERR_UNSUPPORTED = 6,  /* a layer or option pydarknet does not implement */
+    DN_ERR_IMAGE = 7,        /* bad image / frame */
+    DN_ERR_DATA = 8,         /* bad dataset, list or label file */
+    DN_ERR_NUMERIC = 9,      /* NaN or infinite loss / values */
+    DN_ERR_CUDA = 10,        /* CUDA runtime or cuBLAS error */
+    DN_ERR_INTERRUPTED = 11, /* stopped on request */
+    DN_ERR_INTERNAL = 12     /* a bug in pydarknet */
+} dn_status;
+
+/* Message of the last failure on this thread ("" when none). */
+const char *dn_last_error(void);
+/* Status of the last failure on this thread. */
+dn_status dn_last_error_status(void);
+/* Library source location (file:line) that raised the last failure. */
+const char *dn_last_error_origin(void);
+void dn_clear_error(void);
+
+const char *dn_version(void);
+/* "avx512" / "avx2" / "generic": which GEMM kernel this CPU runs. */
+const char *dn_cpu_kernel(void);
+/* 1 when the library was built with CUDA kernels. */
+int dn_built_with_cuda(void);
+/* Number of CUDA devices present (0 on a CPU build or without a GPU). */
+int dn_cuda_device_count(void);
+/* Number of hardware threads (the default thread count). */
+int dn_hardware_threads(void);
+
+/* ------------------------------------------------------------------ */
+/* Network                                                             */
+
+typedef struct dn_network dn_network;
+
+typedef struct {
+    int threads;     /* worker threads; 0 = one per hardware thread */
+    int batch;       /* images per forward; 0 = the cfg's batch/subdivisions */
+    int train;       /* 1: allocate what training needs (deltas, gradients) */
+    int width;       /* 0 = the cfg's width; else resize the network input */
+    int height;      /* 0 = the cfg's height */
+} dn_network_params;
+
+dn_network_params dn_network_default_params(void);
+
+/* Parse a darknet .cfg (path) and build the network. */
+dn_status dn_network_create(const char *cfg_path, const dn_network_params *params,
+                            dn_network **out);
+/* The same from cfg text in memory; `name` is used in error messages. */
+dn_status dn_network_create_from_text(const char *cfg_text, const char *name,
+                                      const dn_network_params *params, dn_network **out);
+void dn_network_free(dn_network *net);
+
+/* Options in the cfg that no layer read (darknet prints them as "Unused
+ * field"), one per line with file:line, or "". */
+const char *dn_network_warnings(const dn_network *net);
+
+typedef struct {
+    int width, height, channels;  /* network input */
+    int batch;                    /* images per forward */
+    int subdivisions;
+    int inputs;                   /* floats per image at the input */
+    int outputs;                  /* floats per image at the output layer */
+    int n_layers;
+    int output_layer;             /* index of the output layer (last non-cost) */
+    int64_t seen;                 /* images seen (from the weights file) */
+    int weights_major, weights_minor, weights_revision;
+    size_t n_params;              /* learnable floats (one buffer) */
+    size_t n_stats;               /* batch-norm rolling floats (one buffer) */
+    double bflops;                /* total over all layers */
+    int threads;
+} dn_network_info;
+
+dn_status dn_network_get_info(const dn_network *net, dn_network_info *out);
+
+typedef struct {
+    int index;
+    const char *type;        /* darknet's section name, e.g. "convolutional" */
+    int cfg_line;            /* line of the section header in the cfg */
+    int in_w, in_h, in_c;
+    int out_w, out_h, out_c;
+    int outputs;             /* floats per image */
+    int filters, size, stride, pad, groups;   /* 0 where meaningless */
+    int batch_normalize;
+    const char *activation;  /* "" where none */
+    size_t n_params;         /* learnable floats of this layer */
+    double bflops;
+    int n_inputs;            /* route: how many inputs; shortcut: 1 */
+    int input_layers[8];     /* route/shortcut: absolute indexes of inputs */
+    int n_anchors;           /* region / yolo: anchors predicted per cell */
+    int classes;             /* region / yolo: classes */
+    float probability;       /* dropout: probability */
+} dn_layer_info;
+
+dn_status dn_network_get_layer(const dn_network *net, int index, dn_layer_info *out);
+
+/* Change images per forward (reallocates activations). */
+dn_status dn_network_set_batch(dn_network *net, int batch);
+/* Change the input size (YOLO multi-scale); keeps the weights. */
+dn_status dn_network_resize(dn_network *net, int width, int height);
+dn_status dn_network_set_threads(dn_network *net, int threads);
+
+/* Forward on batch*inputs floats (NCHW).  *output points at the output
+ * layer's activations (batch*outputs floats), owned by the network and valid
+ * until the next call on it. */
+dn_status dn_network_predict(dn_network *net, const float *input, const float **output);
+
+/* Per-layer timing: with profiling on, every forward records each layer's
+ * wall time; dn_network_layer_time reads the last one (milliseconds). */
+dn_status dn_network_set_profiling(dn_network *net, int on);
+dn_status dn_network_layer_time(const dn_network *net, int index, double *ms);
+
+/* Activations of layer `index` after the last forward (batch*outputs floats). */
+dn_status dn_network_layer_output(const dn_network *net, int index, const float **data,
+                                  size_t *n);
+
+typedef enum {
+    DN_PARAM_BIASES = 0,
+    DN_PARAM_SCALES = 1,
+    DN_PARAM_ROLLING_MEAN = 2,
+    DN_PARAM_ROLLING_VARIANCE = 3,
+    DN_PARAM_WEIGHTS = 4
+} dn_param_kind;
+
+/* A view of one parameter tensor of one layer (writable).  n = 0 and
+ * data = NULL where the layer has none of that kind. */
+dn_status dn_network_layer_param(dn_network *net, int index, dn_param_kind kind,
+                                 float **data, size_t *n);
+
+/* Fill the weights with seeded He-scaled normals, biases and BN betas with
+ * small normals, BN scales near 1, rolling mean near 0, rolling variance
+ * near 1: random networks whose activations stay O(1). */
+dn_status dn_network_randomize(dn_network *net, uint64_t seed);
+
+/* .weights: darknet's binary format.  load checks the size exactly and
+ * names the layer where a short file runs out; save is atomic (temporary
+ * file + rename) and writes the header read by load (major, minor,
+ * revision, seen width), so save(load(w)) is byte-identical. */
+dn_status dn_network_load_weights(dn_network *net, const char *path);
+/* Load layers [0, cutoff) (cutoff <= 0: all), darknet's load_weights_upto.
+ * The file may end at a layer boundary before the cutoff (pretrained
+ * backbones such as darknet19_448.conv.23: the rest keeps its initial
+ * values) and may hold more after it; a file ending inside a layer is an
+ * error.  *layers_loaded (may be NULL) gets 1 + the last layer read. */
+dn_status dn_network_load_weights_upto(dn_network *net, const char *path, int cutoff,
+                                       int *layers_loaded);
+dn_status dn_network_save_weights(dn_network *net, const char *path);
+dn_status dn_network_set_seen(dn_network *net, int64_t seen);
+
+/* ------------------------------------------------------------------ */
+/* Images                                                              */
+
+/* A frame as OpenCV gives it: height x width x 3 uint8, BGR, rows
+ * `row_stride` bytes apart (>= 3*width). */
+typedef struct {
+    const uint8_t *data;
+    int width, height;
+    int row_stride;
+} dn_frame;
+
+typedef enum {
+    DN_RESIZE_LETTERBOX = 0,  /* pjreddie's letterbox_image: fit, pad with 0.5 */
+    DN_RESIZE_PLAIN = 1       /* darknet's resize_image to the network size */
+} dn_resize_mode;
+
+/* Frame -> network input: BGR->RGB, /255, HWC->CHW, darknet's bilinear
+ * resize (letterboxed or plain).  `out` holds 3*out_w*out_h floats. */
+dn_status dn_frame_to_input(const dn_frame *frame, int out_w, int out_h, dn_resize_mode mode,
+                            float *out);
+
+/* darknet's resize_image on a CHW float image. */
+dn_status dn_image_resize(const float *in, int w, int h, int c, int out_w, int out_h,
+                          float *out);
+/* darknet's letterbox_image on a CHW float image. */
+dn_status dn_image_letterbox(const float *in, int w, int h, int c, int out_w, int out_h,
+                             float *out);
+
+/* ------------------------------------------------------------------ */
+/* Detection                                                           */
+
+typedef enum {
+    DN_NMS_SORT = 0,  /* darknet's do_nms_sort: per class (the `detect` command) */
+    DN_NMS_OBJ = 1,   /* darknet's do_nms_obj: by objectness (darknet.py) */
+    DN_NMS_NONE = 2
+} dn_nms_kind;
+
+typedef struct {
+    float thresh;        /* darknet's thresh (default .5) */
+    float hier_thresh;   /* darknet's hier_thresh (default .5) */
+    float nms;           /* IoU threshold (default .45); <= 0 disables */
+    dn_nms_kind nms_kind;
+    dn_resize_mode resize;
+} dn_detect_params;
+
+dn_detect_params dn_detect_default_params(void);
+
+/* One (box, class) pair above thresh, as darknet's draw_detections prints it.
+ * Box in pixels of the original image: centre x, y and size w, h. */
+typedef struct {
+    int image;           /* index of the frame in a batch */
+    int box_index;       /* the box (anchor x cell) it comes from */
+    int class_id;
+    float confidence;    /* darknet's prob: objectness * class probability */
+    float objectness;
+    float x, y, w, h;
+} dn_detection;
+
+/* The results of one call: owned by the caller, freed with dn_detections_free. */
+typedef struct {
+    dn_detection *items;
+    int count;
+} dn_detections;
+
+void dn_detections_free(dn_detections *dets);
+
+/* Frames -> detections: resize each into the network input, forward, decode
+ * every region/yolo layer (darknet's get_network_boxes), NMS, and list the
+ * (box, class) pairs above thresh.  n_frames must not exceed the network
+ * batch (use dn_network_set_batch).  *out is NULL on failure. */
+dn_status dn_network_detect(dn_network *net, const dn_frame *frames, int n_frames,
+                            const dn_detect_params *params, dn_detections **out);
+
+/* Decode boxes from the last forward, for an image of size img_w x img_h
+ * that was given to the network with `resize`.  For tests and tools that
+ * run the forward themselves. */
+dn_status dn_network_boxes(dn_network *net, int batch_index, int img_w, int img_h,
+                           const dn_detect_params *params, dn_detections **out);
+
+#endif

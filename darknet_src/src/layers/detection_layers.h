@@ -1,0 +1,23 @@
+/* Candidate boxes from the detection layers, for get_network_boxes. */
+#ifndef DN_DETECTION_LAYERS_H
+#define DN_DETECTION_LAYERS_H
+
+#include "../box.h"
+#include "../layer.h"
+
+/* [region]: one candidate per anchor x cell (W*H*n, all of them, as darknet),
+ * boxes relative to the network input.  `probs` holds W*H*n*classes floats.
+ * Returns the number written. */
+int dn_region_candidates(const dn_layer *l, int batch_index, float thresh, dn_candidate *dets,
+                         float *probs);
+
+/* [yolo]: candidates whose objectness is above thresh only (darknet's
+ * yolo_num_detections); at most W*H*n.  Returns the number written. */
+int dn_yolo_candidates(const dn_layer *l, int batch_index, float thresh, int net_w, int net_h,
+                       dn_candidate *dets, float *probs);
+
+/* The most candidates a layer can give (W*H*n), and its class count. */
+int dn_detection_layer_capacity(const dn_layer *l);
+int dn_detection_layer_classes(const dn_layer *l);
+
+#endif

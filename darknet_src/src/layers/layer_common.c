@@ -1,0 +1,98 @@
+/* Helpers shared by the layers: activation option, buffers, SGD update. */
+#include <math.h>
+#include <string.h>
+
+#include "../error.h"
+#include "../layer.h"
+
+dn_status dn_layer_read_activation(dn_layer *l, const dn_build *b, const char *def)
+{
+    const char *name;
+    DN_TRY(dn_cfg_str(b->cfg, b->section, "activation", def, &name));
+    if (!dn_activation_from_name(name, &l->activation))
+        return dn_cfg_error(b->cfg, b->section, DN_ERR_CFG,
+                            "unknown activation '%s' (darknet's are logistic, loggy, relu, elu, "
+                            "selu, relie, plse, hardtan, lhtan, linear, ramp, leaky, tanh, stair)",
+                            name);
+    l->has_activation = 1;
+    return DN_OK;
+}
+
+dn_status dn_layer_alloc_output(dn_layer *l, int train)
+{
+    dn_layer_free_output(l);
+    size_t n = (size_t)l->batch * l->out_size;
+    l->output = dn_alloc_floats(n, "layer output");
+    if (!l->output) return DN_ERR_OOM;
+    if (train) {
+        l->delta = dn_alloc_floats(n, "layer delta");
+        if (!l->delta) return DN_ERR_OOM;
+    }
+    return DN_OK;
+}
+
+void dn_layer_free_output(dn_layer *l)
+{
+    dn_free(l->output);
+    dn_free(l->delta);
+    l->output = l->delta = NULL;
+}
+
+dn_status dn_layer_alloc_bn(dn_layer *l, int train)
+{
+    dn_layer_free_bn(l);
+    if (!l->batch_normalize || !train) return DN_OK;
+    size_t n = (size_t)l->batch * l->out_size;
+    l->bn_x = dn_alloc_floats(n, "batch-norm input cache");
+    l->bn_x_norm = dn_alloc_floats(n, "batch-norm normalised cache");
+    l->bn_mean = dn_alloc_floats((size_t)l->n_biases, "batch-norm mean");
+    l->bn_variance = dn_alloc_floats((size_t)l->n_biases, "batch-norm variance");
+    l->bn_mean_delta = dn_alloc_floats((size_t)l->n_biases, "batch-norm mean delta");
+    l->bn_variance_delta = dn_alloc_floats((size_t)l->n_biases, "batch-norm variance delta");
+    if (!l->bn_x || !l->bn_x_norm || !l->bn_mean || !l->bn_variance || !l->bn_mean_delta ||
+        !l->bn_variance_delta)
+        return DN_ERR_OOM;
+    return DN_OK;
+}
+
+void dn_layer_free_bn(dn_layer *l)
+{
+    dn_free(l->bn_x);
+    dn_free(l->bn_x_norm);
+    dn_free(l->bn_mean);
+    dn_free(l->bn_variance);
+    dn_free(l->bn_mean_delta);
+    dn_free(l->bn_variance_delta);
+    l->bn_x = l->bn_x_norm = l->bn_mean = l->bn_variance = NULL;
+    l->bn_mean_delta = l->bn_variance_delta = NULL;
+}
+
+/* darknet's SGD step, with the gradient kept apart from the momentum:
+ *   v += g;  (weights: v += -decay * batch * w)
+ *   p += lr / batch * v;  v *= momentum;  g = 0
+ * Biases and BN scales get no weight decay. */
+static void sgd_step(float *param, float *grad, float *velocity, size_t n, float lr_over_batch,
+                     float momentum, float decay_times_batch)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v = velocity[i] + grad[i];
+        if (decay_times_batch != 0.f) v += -decay_times_batch * param[i];
+        param[i] += lr_over_batch * v;
+        velocity[i] = v * momentum;
+        grad[i] = 0.f;
+    }
+}
+
+void dn_layer_sgd_update(dn_layer *l, const dn_update_args *a)
+{
+    if (!l->n_params) return;
+    float lr = a->learning_rate * l->learning_rate_scale;
+    float lr_over_batch = lr / a->batch;
+    sgd_step(l->biases, l->bias_grads, l->bias_velocity, (size_t)l->n_biases, lr_over_batch,
+             a->momentum, 0.f);
+    if (l->scales)
+        sgd_step(l->scales, l->scale_grads, l->scale_velocity, (size_t)l->n_biases, lr_over_batch,
+                 a->momentum, 0.f);
+    sgd_step(l->weights, l->weight_grads, l->weight_velocity, l->n_weights, lr_over_batch,
+             a->momentum, a->decay * a->batch);
+}

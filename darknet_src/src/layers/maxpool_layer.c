@@ -1,0 +1,186 @@
+/* [maxpool]: darknet's pooling window.
+ *
+ * Quirks reproduced: padding defaults to size-1 (not 0); the window starts
+ * at -padding/2; cells outside the input are ignored (as -inf, not 0); the
+ * output is (w + padding - size)/stride + 1.  So yolov3-tiny's size=2
+ * stride=1 keeps 13x13 with the window [i, i+1]. */
+#include <float.h>
+
+#include "../error.h"
+#include "../layer.h"
+
+static void set_output_shape(dn_layer *l)
+{
+    l->out_w = (l->in_w + l->u.pool.pad - l->u.pool.size) / l->u.pool.stride + 1;
+    l->out_h = (l->in_h + l->u.pool.pad - l->u.pool.size) / l->u.pool.stride + 1;
+    l->out_c = l->in_c;
+    l->in_size = l->in_w * l->in_h * l->in_c;
+    l->out_size = l->out_w * l->out_h * l->out_c;
+}
+
+static dn_status maxpool_parse(dn_layer *l, const dn_build *b)
+{
+    int stride, size, padding;
+    DN_TRY(dn_cfg_int(b->cfg, b->section, "stride", 1, &stride));
+    DN_TRY(dn_cfg_int(b->cfg, b->section, "size", stride, &size));
+    DN_TRY(dn_cfg_int(b->cfg, b->section, "padding", size - 1, &padding));
+    if (stride < 1 || size < 1 || padding < 0)
+        return dn_cfg_error(b->cfg, b->section, DN_ERR_CFG,
+                            "size=%d stride=%d padding=%d: expected size, stride >= 1, padding >= 0",
+                            size, stride, padding);
+    l->u.pool.size = size;
+    l->u.pool.stride = stride;
+    l->u.pool.pad = padding;
+    l->in_w = b->w;
+    l->in_h = b->h;
+    l->in_c = b->c;
+    set_output_shape(l);
+    if (l->out_w < 1 || l->out_h < 1)
+        return dn_cfg_error(b->cfg, b->section, DN_ERR_CFG,
+                            "a %dx%d window does not fit a %dx%d input", size, size, b->w, b->h);
+    return DN_OK;
+}
+
+static dn_status maxpool_alloc(dn_layer *l, int train)
+{
+    DN_TRY(dn_layer_alloc_output(l, train));
+    dn_free(l->u.pool.indexes);
+    l->u.pool.indexes = NULL;
+    if (train) {
+        l->u.pool.indexes =
+            dn_alloc_zeroed((size_t)l->batch * l->out_size, sizeof(int), "maxpool indexes");
+        if (!l->u.pool.indexes) return DN_ERR_OOM;
+    }
+    return DN_OK;
+}
+
+static dn_status maxpool_resize(dn_layer *l, int in_w, int in_h)
+{
+    l->in_w = in_w;
+    l->in_h = in_h;
+    set_output_shape(l);
+    return DN_OK;
+}
+
+typedef struct {
+    dn_layer *l;
+    const float *input;
+} pool_job;
+
+/* The window of output (oy, ox) clipped to the input: rows [y0, y1), columns [x0, x1). */
+static inline void window(const dn_layer *l, int o, int in, int *lo, int *hi)
+{
+    int start = -l->u.pool.pad / 2 + o * l->u.pool.stride;
+    *lo = start < 0 ? 0 : start;
+    int end = start + l->u.pool.size;
+    *hi = end > in ? in : end;
+}
+
+/* Training: the max and where it came from (first of equal values in scan
+ * order, darknet's strict >), so backward can route the delta. */
+static void maxpool_plane_indexed(const dn_layer *l, const float *in, size_t in_base, float *out,
+                                  int *indexes)
+{
+    for (int oy = 0; oy < l->out_h; oy++) {
+        int y0, y1;
+        window(l, oy, l->in_h, &y0, &y1);
+        for (int ox = 0; ox < l->out_w; ox++) {
+            int x0, x1;
+            window(l, ox, l->in_w, &x0, &x1);
+            float best = -FLT_MAX;
+            int best_index = -1;
+            for (int iy = y0; iy < y1; iy++)
+                for (int ix = x0; ix < x1; ix++) {
+                    float v = in[iy * l->in_w + ix];
+                    if (v > best) {
+                        best = v;
+                        best_index = (int)(in_base + (size_t)iy * l->in_w + ix);
+                    }
+                }
+            out[oy * l->out_w + ox] = best;
+            indexes[oy * l->out_w + ox] = best_index;
+        }
+    }
+}
+
+static inline float max2(float a, float b) { return b > a ? b : a; }
+
+/* Inference: values only; 2x2 windows with stride 2 get a straight loop. */
+static void maxpool_plane_values(const dn_layer *l, const float *in, float *out)
+{
+    int size = l->u.pool.size, stride = l->u.pool.stride, offset = -l->u.pool.pad / 2;
+    for (int oy = 0; oy < l->out_h; oy++) {
+        int y0, y1;
+        window(l, oy, l->in_h, &y0, &y1);
+        float *o = out + (size_t)oy * l->out_w;
+        int ox = 0;
+        if (size == 2 && stride == 2 && offset == 0 && y1 - y0 == 2) {
+            const float *r0 = in + (size_t)y0 * l->in_w, *r1 = r0 + l->in_w;
+            int full = l->in_w / 2 < l->out_w ? l->in_w / 2 : l->out_w;
+            for (; ox < full; ox++)
+                o[ox] = max2(max2(max2(-FLT_MAX, r0[2 * ox]), r0[2 * ox + 1]),
+                             max2(r1[2 * ox], r1[2 * ox + 1]));
+        }
+        for (; ox < l->out_w; ox++) {
+            int x0, x1;
+            window(l, ox, l->in_w, &x0, &x1);
+            float best = -FLT_MAX;
+            for (int iy = y0; iy < y1; iy++)
+                for (int ix = x0; ix < x1; ix++) best = max2(best, in[iy * l->in_w + ix]);
+            o[ox] = best;
+        }
+    }
+}
+
+/* one (image, channel) plane per task */
+static void maxpool_plane(void *p, int plane, int thread)
+{
+    (void)thread;
+    pool_job *j = p;
+    dn_layer *l = j->l;
+    size_t in_base = (size_t)plane * l->in_h * l->in_w;
+    const float *in = j->input + in_base;
+    float *out = l->output + (size_t)plane * l->out_h * l->out_w;
+    if (l->u.pool.indexes)
+        maxpool_plane_indexed(l, in, in_base, out,
+                              l->u.pool.indexes + (size_t)plane * l->out_h * l->out_w);
+    else
+        maxpool_plane_values(l, in, out);
+}
+
+static void maxpool_forward(dn_layer *l, const dn_ctx *ctx)
+{
+    /* indexes exist when the network was built for training; an inference
+     * forward of such a network records them too (harmless) */
+    pool_job j = {l, ctx->input};
+    dn_pool_run(ctx->pool, l->batch * l->in_c, maxpool_plane, &j);
+}
+
+static void maxpool_backward(dn_layer *l, const dn_ctx *ctx)
+{
+    if (!ctx->input_delta) return;
+    size_t n = (size_t)l->batch * l->out_size;
+    for (size_t i = 0; i < n; i++) {
+        int index = l->u.pool.indexes[i];
+        if (index >= 0) ctx->input_delta[index] += l->delta[i];
+    }
+}
+
+static void maxpool_free(dn_layer *l)
+{
+    dn_layer_free_output(l);
+    dn_free(l->u.pool.indexes);
+    l->u.pool.indexes = NULL;
+}
+
+const dn_layer_ops dn_maxpool_ops = {
+    .type = DN_LAYER_MAXPOOL,
+    .name = "maxpool",
+    .alias = "max",
+    .parse = maxpool_parse,
+    .alloc = maxpool_alloc,
+    .forward = maxpool_forward,
+    .backward = maxpool_backward,
+    .resize = maxpool_resize,
+    .free = maxpool_free,
+};

@@ -1,0 +1,377 @@
+/* [region]: YOLOv2's detection layer.
+ *
+ * Output layout per image: for anchor a, (coords + 1 + classes) planes of
+ * W x H: x, y, w, h, objectness, class 0..C-1 (channel a*(5+C) + entry).
+ * Forward: logistic on x, y and objectness, softmax over the classes
+ * (softmax=1; logistic otherwise), w and h left raw.
+ * Box of cell (i, j), anchor a: x = (i + out_x)/W, y = (j + out_y)/H,
+ * w = exp(out_w) * anchor_w / W, h = exp(out_h) * anchor_h / H (anchors in
+ * grid cells).
+ *
+ * Training (darknet's forward_region_layer; deltas are target - output):
+ *  - every anchor: objectness -> 0 with noobject_scale, unless its box has
+ *    IoU > thresh with some truth;
+ *  - while seen < 12800: every anchor's box pulled towards its prior with
+ *    scale .01;
+ *  - each truth: its cell's anchor of best shape IoU (anchor shapes when
+ *    bias_match=1) gets box deltas scaled by coord_scale * (2 - w*h),
+ *    objectness -> 1 (IoU with rescore=1) with object_scale, and class
+ *    deltas through the softmax with class_scale.
+ *
+ * Backward, darknet's GPU path on purpose: pjreddie's CPU
+ * backward_region_layer is empty (its body is commented out), so CPU darknet
+ * passes no gradient to the network; the GPU path, which trained the real
+ * YOLOv2 models, multiplies the x, y and objectness deltas by the logistic
+ * derivative and adds the whole delta to the previous layer's.  We do the
+ * latter on every device. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../blas.h"
+#include "../box.h"
+#include "../error.h"
+#include "../layer.h"
+#include "detection_layers.h"
+
+#define REGION_MAX_TRUTHS 30 /* darknet's region layer reads at most 30 truths */
+#define PRIOR_SEEN_LIMIT 12800
+
+static int entries(const dn_layer *l) { return l->u.region.coords + 1 + l->u.region.classes; }
+
+/* index of `entry` of anchor-cell `location` (= anchor * W*H + cell) in image b */
+static size_t entry_index(const dn_layer *l, int b, int location, int entry)
+{
+    int spatial = l->out_w * l->out_h;
+    int anchor = location / spatial, cell = location % spatial;
+    return (size_t)b * l->out_size + (size_t)anchor * spatial * entries(l) +
+           (size_t)entry * spatial + cell;
+}
+
+static dn_status region_parse(dn_layer *l, const dn_build *b)
+{
+    const dn_cfg *cfg = b->cfg;
+    dn_section *s = b->section;
+    int coords, classes, num;
+    DN_TRY(dn_cfg_int(cfg, s, "coords", 4, &coords));
+    DN_TRY(dn_cfg_int(cfg, s, "classes", 20, &classes));
+    DN_TRY(dn_cfg_int(cfg, s, "num", 1, &num));
+    if (coords != 4)
+        return dn_cfg_error(cfg, s, DN_ERR_UNSUPPORTED, "coords=%d: only coords=4 is implemented",
+                            coords);
+    if (classes < 1 || num < 1)
+        return dn_cfg_error(cfg, s, DN_ERR_CFG, "classes=%d num=%d, expected both >= 1", classes,
+                            num);
+    const char *tree;
+    DN_TRY(dn_cfg_str(cfg, s, "tree", NULL, &tree));
+    if (tree)
+        return dn_cfg_error(cfg, s, DN_ERR_UNSUPPORTED,
+                            "tree=%s: hierarchical softmax (YOLO9000) is not implemented", tree);
+    const char *map;
+    DN_TRY(dn_cfg_str(cfg, s, "map", NULL, &map));
+    if (map)
+        return dn_cfg_error(cfg, s, DN_ERR_UNSUPPORTED, "map=%s: class maps are not implemented",
+                            map);
+
+    l->u.region.coords = coords;
+    l->u.region.classes = classes;
+    l->u.region.n_anchors = num;
+    l->in_w = l->out_w = b->w;
+    l->in_h = l->out_h = b->h;
+    l->out_c = num * (classes + coords + 1);
+    l->out_size = l->out_w * l->out_h * l->out_c;
+    l->in_c = b->c;
+    l->in_size = b->w * b->h * b->c;
+    if (b->c != l->out_c)
+        return dn_cfg_error(
+            cfg, s, DN_ERR_CFG,
+            "expects the layer before it to output %d channels ((classes %d + coords %d + 1) * num "
+            "%d), but layer %d outputs %dx%dx%d: set filters=%d in the [convolutional] before it",
+            l->out_c, classes, coords, num, b->index - 1, b->w, b->h, b->c, l->out_c);
+
+    DN_TRY(dn_cfg_int(cfg, s, "log", 0, &l->u.region.log));
+    DN_TRY(dn_cfg_int(cfg, s, "sqrt", 0, &l->u.region.sqrt));
+    DN_TRY(dn_cfg_int(cfg, s, "softmax", 0, &l->u.region.softmax));
+    DN_TRY(dn_cfg_int(cfg, s, "background", 0, &l->u.region.background));
+    DN_TRY(dn_cfg_int(cfg, s, "max", 30, &l->u.region.max_boxes));
+    DN_TRY(dn_cfg_float(cfg, s, "jitter", .2f, &l->u.region.jitter));
+    DN_TRY(dn_cfg_int(cfg, s, "rescore", 0, &l->u.region.rescore));
+    DN_TRY(dn_cfg_float(cfg, s, "thresh", .5f, &l->u.region.thresh));
+    DN_TRY(dn_cfg_int(cfg, s, "classfix", 0, &l->u.region.classfix));
+    DN_TRY(dn_cfg_int(cfg, s, "absolute", 0, &l->u.region.absolute));
+    DN_TRY(dn_cfg_int(cfg, s, "random", 0, &l->u.region.random));
+    DN_TRY(dn_cfg_float(cfg, s, "coord_scale", 1, &l->u.region.coord_scale));
+    DN_TRY(dn_cfg_float(cfg, s, "object_scale", 1, &l->u.region.object_scale));
+    DN_TRY(dn_cfg_float(cfg, s, "noobject_scale", 1, &l->u.region.noobject_scale));
+    DN_TRY(dn_cfg_float(cfg, s, "mask_scale", 1, &l->u.region.mask_scale));
+    DN_TRY(dn_cfg_float(cfg, s, "class_scale", 1, &l->u.region.class_scale));
+    DN_TRY(dn_cfg_int(cfg, s, "bias_match", 0, &l->u.region.bias_match));
+
+    l->u.region.anchors = malloc(2 * (size_t)num * sizeof(float));
+    if (!l->u.region.anchors) return DN_FAIL(DN_ERR_OOM, "out of memory for anchors");
+    for (int i = 0; i < 2 * num; i++) l->u.region.anchors[i] = .5f; /* darknet's default */
+    float *anchors;
+    int n_anchor_values;
+    DN_TRY(dn_cfg_float_list(cfg, s, "anchors", &anchors, &n_anchor_values));
+    if (anchors) {
+        if (n_anchor_values != 2 * num) {
+            free(anchors);
+            return dn_cfg_error(cfg, s, DN_ERR_CFG,
+                                "anchors= has %d values, expected 2 * num = %d (width,height "
+                                "pairs in grid cells)",
+                                n_anchor_values, 2 * num);
+        }
+        memcpy(l->u.region.anchors, anchors, 2 * (size_t)num * sizeof(float));
+        free(anchors);
+    }
+    l->truth_size = REGION_MAX_TRUTHS * (coords + 1);
+    return DN_OK;
+}
+
+static dn_status region_alloc(dn_layer *l, int train) { return dn_layer_alloc_output(l, train); }
+
+static dn_status region_resize(dn_layer *l, int in_w, int in_h)
+{
+    l->in_w = l->out_w = in_w;
+    l->in_h = l->out_h = in_h;
+    l->in_size = l->out_size = in_w * in_h * l->out_c;
+    return DN_OK;
+}
+
+/* the output activations (shared by inference and training) */
+static void region_activate(dn_layer *l, const float *input, dn_pool *pool)
+{
+    int spatial = l->out_w * l->out_h;
+    int coords = l->u.region.coords, classes = l->u.region.classes;
+    dn_copy(l->output, input, (size_t)l->batch * l->out_size);
+    for (int b = 0; b < l->batch; b++)
+        for (int n = 0; n < l->u.region.n_anchors; n++) {
+            dn_activate_array(pool, l->output + entry_index(l, b, n * spatial, 0),
+                              2 * (size_t)spatial, DN_ACT_LOGISTIC);
+            if (!l->u.region.background)
+                dn_activate_array(pool, l->output + entry_index(l, b, n * spatial, coords),
+                                  (size_t)spatial, DN_ACT_LOGISTIC);
+            if (!l->u.region.softmax)
+                dn_activate_array(pool, l->output + entry_index(l, b, n * spatial, coords + 1),
+                                  (size_t)classes * spatial, DN_ACT_LOGISTIC);
+        }
+    if (l->u.region.softmax) {
+        size_t first = entry_index(l, 0, 0, coords + !l->u.region.background);
+        dn_softmax_blocks(input + first, classes + l->u.region.background,
+                          l->batch * l->u.region.n_anchors, l->out_size / l->u.region.n_anchors,
+                          spatial, 1, spatial, 1, l->output + first);
+    }
+}
+
+static dn_box region_box(const dn_layer *l, const float *x, int anchor, size_t index, int i, int j)
+{
+    int stride = l->out_w * l->out_h;
+    dn_box b;
+    b.x = (i + x[index + 0 * stride]) / l->out_w;
+    b.y = (j + x[index + 1 * stride]) / l->out_h;
+    b.w = expf(x[index + 2 * stride]) * l->u.region.anchors[2 * anchor] / l->out_w;
+    b.h = expf(x[index + 3 * stride]) * l->u.region.anchors[2 * anchor + 1] / l->out_h;
+    return b;
+}
+
+/* box deltas towards `truth`; returns the IoU of the predicted box with it */
+static float delta_region_box(const dn_layer *l, dn_box truth, int anchor, size_t index, int i,
+                              int j, float scale)
+{
+    const float *x = l->output;
+    int stride = l->out_w * l->out_h;
+    dn_box pred = region_box(l, x, anchor, index, i, j);
+    float iou = dn_box_iou(pred, truth);
+    float tx = truth.x * l->out_w - i;
+    float ty = truth.y * l->out_h - j;
+    float tw = logf(truth.w * l->out_w / l->u.region.anchors[2 * anchor]);
+    float th = logf(truth.h * l->out_h / l->u.region.anchors[2 * anchor + 1]);
+    l->delta[index + 0 * stride] = scale * (tx - x[index + 0 * stride]);
+    l->delta[index + 1 * stride] = scale * (ty - x[index + 1 * stride]);
+    l->delta[index + 2 * stride] = scale * (tw - x[index + 2 * stride]);
+    l->delta[index + 3 * stride] = scale * (th - x[index + 3 * stride]);
+    return iou;
+}
+
+/* class deltas; with logistic classes (softmax=0) a cell already given a
+ * truth only gets the new class pulled up (darknet's `tag`) */
+static void delta_region_class(dn_layer *l, size_t index, int cls, float *avg_cat)
+{
+    int stride = l->out_w * l->out_h, classes = l->u.region.classes;
+    float scale = l->u.region.class_scale;
+    if (l->delta[index] != 0 && !l->u.region.softmax) {
+        l->delta[index + (size_t)stride * cls] = scale * (1 - l->output[index + (size_t)stride * cls]);
+        return;
+    }
+    for (int n = 0; n < classes; n++) {
+        size_t at = index + (size_t)stride * n;
+        l->delta[at] = scale * ((n == cls ? 1.f : 0.f) - l->output[at]);
+        if (n == cls) *avg_cat += l->output[at];
+    }
+}
+
+static dn_box truth_box(const float *t) { return (dn_box){t[0], t[1], t[2], t[3]}; }
+
+static void region_loss(dn_layer *l, const dn_ctx *ctx)
+{
+    int W = l->out_w, H = l->out_h, spatial = W * H, coords = l->u.region.coords;
+    int n_anchors = l->u.region.n_anchors;
+    int truth_stride = coords + 1;
+    float avg_iou = 0, recall = 0, avg_cat = 0, avg_obj = 0, avg_anyobj = 0;
+    int count = 0;
+    dn_fill(l->delta, (size_t)l->batch * l->out_size, 0.f);
+    for (int b = 0; b < l->batch; b++) {
+        const float *truths = ctx->truth + (size_t)b * ctx->truth_stride;
+        for (int j = 0; j < H; j++)
+            for (int i = 0; i < W; i++)
+                for (int n = 0; n < n_anchors; n++) {
+                    size_t box_index = entry_index(l, b, n * spatial + j * W + i, 0);
+                    dn_box pred = region_box(l, l->output, n, box_index, i, j);
+                    float best_iou = 0;
+                    for (int t = 0; t < REGION_MAX_TRUTHS; t++) {
+                        dn_box truth = truth_box(truths + t * truth_stride);
+                        if (!truth.x) break; /* darknet: x == 0 ends the list */
+                        float iou = dn_box_iou(pred, truth);
+                        if (iou > best_iou) best_iou = iou;
+                    }
+                    size_t obj_index = entry_index(l, b, n * spatial + j * W + i, coords);
+                    avg_anyobj += l->output[obj_index];
+                    l->delta[obj_index] = l->u.region.noobject_scale * (0 - l->output[obj_index]);
+                    if (l->u.region.background)
+                        l->delta[obj_index] =
+                            l->u.region.noobject_scale * (1 - l->output[obj_index]);
+                    if (best_iou > l->u.region.thresh) l->delta[obj_index] = 0;
+
+                    if (ctx->seen < PRIOR_SEEN_LIMIT) {
+                        dn_box prior = {(i + .5f) / W, (j + .5f) / H,
+                                        l->u.region.anchors[2 * n] / W,
+                                        l->u.region.anchors[2 * n + 1] / H};
+                        delta_region_box(l, prior, n, box_index, i, j, .01f);
+                    }
+                }
+        for (int t = 0; t < REGION_MAX_TRUTHS; t++) {
+            dn_box truth = truth_box(truths + t * truth_stride);
+            if (!truth.x) break;
+            /* darknet indexes the cell as (int)(x * W); x == 1 would step out of the
+             * grid there, so clamp (no effect on boxes inside the image) */
+            int i = dn_min_int((int)(truth.x * W), W - 1), j = dn_min_int((int)(truth.y * H), H - 1);
+            dn_box truth_shift = {0, 0, truth.w, truth.h};
+            float best_iou = 0;
+            int best_n = 0;
+            for (int n = 0; n < n_anchors; n++) {
+                size_t box_index = entry_index(l, b, n * spatial + j * W + i, 0);
+                dn_box pred = region_box(l, l->output, n, box_index, i, j);
+                if (l->u.region.bias_match) {
+                    pred.w = l->u.region.anchors[2 * n] / W;
+                    pred.h = l->u.region.anchors[2 * n + 1] / H;
+                }
+                pred.x = pred.y = 0;
+                float iou = dn_box_iou(pred, truth_shift);
+                if (iou > best_iou) {
+                    best_iou = iou;
+                    best_n = n;
+                }
+            }
+            size_t box_index = entry_index(l, b, best_n * spatial + j * W + i, 0);
+            float iou = delta_region_box(l, truth, best_n, box_index, i, j,
+                                         l->u.region.coord_scale * (2 - truth.w * truth.h));
+            if (iou > .5f) recall += 1;
+            avg_iou += iou;
+            size_t obj_index = entry_index(l, b, best_n * spatial + j * W + i, coords);
+            avg_obj += l->output[obj_index];
+            float target = l->u.region.rescore ? iou : 1.f;
+            if (l->u.region.background) target = 0.f;
+            l->delta[obj_index] = l->u.region.object_scale * (target - l->output[obj_index]);
+            int cls = (int)truths[t * truth_stride + coords];
+            size_t class_index = entry_index(l, b, best_n * spatial + j * W + i, coords + 1);
+            delta_region_class(l, class_index, cls, &avg_cat);
+            count++;
+        }
+    }
+    float mag = 0;
+    size_t n_delta = (size_t)l->batch * l->out_size;
+    for (size_t k = 0; k < n_delta; k++) mag += l->delta[k] * l->delta[k];
+    l->cost = mag;
+    l->stats.count = count;
+    l->stats.avg_iou = count ? avg_iou / count : 0;
+    l->stats.avg_class = count ? avg_cat / count : 0;
+    l->stats.avg_obj = count ? avg_obj / count : 0;
+    l->stats.avg_noobj = avg_anyobj / (spatial * n_anchors * l->batch);
+    l->stats.recall = count ? recall / count : 0;
+    l->stats.recall75 = 0;
+}
+
+static void region_forward(dn_layer *l, const dn_ctx *ctx)
+{
+    region_activate(l, ctx->input, ctx->pool);
+    if (ctx->train && ctx->truth) region_loss(l, ctx);
+}
+
+static void region_backward(dn_layer *l, const dn_ctx *ctx)
+{
+    int spatial = l->out_w * l->out_h, coords = l->u.region.coords;
+    for (int b = 0; b < l->batch; b++)
+        for (int n = 0; n < l->u.region.n_anchors; n++) {
+            size_t index = entry_index(l, b, n * spatial, 0);
+            dn_gradient_array(NULL, l->output + index, 2 * (size_t)spatial, DN_ACT_LOGISTIC,
+                              l->delta + index);
+            if (!l->u.region.background) {
+                index = entry_index(l, b, n * spatial, coords);
+                dn_gradient_array(NULL, l->output + index, (size_t)spatial, DN_ACT_LOGISTIC,
+                                  l->delta + index);
+            }
+        }
+    if (ctx->input_delta) dn_axpy(ctx->input_delta, 1.f, l->delta, (size_t)l->batch * l->out_size);
+}
+
+static void region_free(dn_layer *l)
+{
+    dn_layer_free_output(l);
+    free(l->u.region.anchors);
+    l->u.region.anchors = NULL;
+}
+
+/* ---- detections -------------------------------------------------------------- */
+
+int dn_region_candidates(const dn_layer *l, int batch_index, float thresh, dn_candidate *dets,
+                         float *probs)
+{
+    int W = l->out_w, H = l->out_h, spatial = W * H;
+    int classes = l->u.region.classes, coords = l->u.region.coords;
+    int n_boxes = spatial * l->u.region.n_anchors;
+    for (int i = 0; i < spatial; i++) {
+        int row = i / W, col = i % W;
+        for (int n = 0; n < l->u.region.n_anchors; n++) {
+            int index = n * spatial + i;
+            dn_candidate *d = &dets[index];
+            d->prob = probs + (size_t)index * classes;
+            d->classes = classes;
+            d->index = index;
+            d->sort_class = 0;
+            memset(d->prob, 0, (size_t)classes * sizeof(float));
+            size_t obj_index = entry_index(l, batch_index, index, coords);
+            size_t box_index = entry_index(l, batch_index, index, 0);
+            float scale = l->u.region.background ? 1.f : l->output[obj_index];
+            d->bbox = region_box(l, l->output, n, box_index, col, row);
+            d->objectness = scale > thresh ? scale : 0;
+            if (d->objectness == 0) continue;
+            for (int j = 0; j < classes; j++) {
+                size_t class_index = entry_index(l, batch_index, index, coords + 1 + j);
+                float prob = scale * l->output[class_index];
+                d->prob[j] = (prob > thresh) ? prob : 0;
+            }
+        }
+    }
+    return n_boxes;
+}
+
+const dn_layer_ops dn_region_ops = {
+    .type = DN_LAYER_REGION,
+    .name = "region",
+    .parse = region_parse,
+    .alloc = region_alloc,
+    .forward = region_forward,
+    .backward = region_backward,
+    .resize = region_resize,
+    .free = region_free,
+};

@@ -1,0 +1,342 @@
+/* [yolo]: YOLOv3's detection layer.
+ *
+ * Output per image: for each of the n masked anchors, 4 + 1 + classes planes
+ * of W x H (x, y, w, h, objectness, classes).  Forward: logistic on x, y,
+ * objectness and every class; w, h raw.  Anchors are in pixels of the network
+ * input: w = exp(out_w) * anchor_w / net_w.
+ *
+ * Training (darknet's forward_yolo_layer): objectness -> 0 for every
+ * prediction unless its best IoU with a truth exceeds ignore_thresh (or -> 1
+ * with box and class deltas above truth_thresh); each truth goes to the
+ * anchor of best shape IoU among ALL anchors, and if that anchor is in this
+ * layer's mask, its cell gets box deltas scaled by (2 - w*h), objectness -> 1
+ * and class deltas.  Backward passes the delta on unchanged (darknet's CPU
+ * and GPU paths agree here: no logistic derivative is applied). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../blas.h"
+#include "../box.h"
+#include "../error.h"
+#include "../layer.h"
+#include "detection_layers.h"
+
+static int entries(const dn_layer *l) { return 4 + 1 + l->u.yolo.classes; }
+
+static size_t entry_index(const dn_layer *l, int b, int location, int entry)
+{
+    int spatial = l->out_w * l->out_h;
+    int anchor = location / spatial, cell = location % spatial;
+    return (size_t)b * l->out_size + (size_t)anchor * spatial * entries(l) +
+           (size_t)entry * spatial + cell;
+}
+
+static dn_status yolo_parse(dn_layer *l, const dn_build *b)
+{
+    const dn_cfg *cfg = b->cfg;
+    dn_section *s = b->section;
+    int classes, total;
+    DN_TRY(dn_cfg_int(cfg, s, "classes", 20, &classes));
+    DN_TRY(dn_cfg_int(cfg, s, "num", 1, &total));
+    if (classes < 1 || total < 1)
+        return dn_cfg_error(cfg, s, DN_ERR_CFG, "classes=%d num=%d, expected both >= 1", classes,
+                            total);
+    int *mask = NULL, n_mask = 0;
+    DN_TRY(dn_cfg_int_list(cfg, s, "mask", &mask, &n_mask));
+    if (!mask) {
+        n_mask = total;
+        mask = malloc((size_t)total * sizeof *mask);
+        if (!mask) return DN_FAIL(DN_ERR_OOM, "out of memory for the yolo mask");
+        for (int i = 0; i < total; i++) mask[i] = i;
+    }
+    l->u.yolo.mask = mask;
+    for (int i = 0; i < n_mask; i++)
+        if (mask[i] < 0 || mask[i] >= total)
+            return dn_cfg_error(cfg, s, DN_ERR_CFG,
+                                "mask value %d is outside the %d anchors (num=%d)", mask[i], total,
+                                total);
+    const char *map;
+    DN_TRY(dn_cfg_str(cfg, s, "map", NULL, &map));
+    if (map)
+        return dn_cfg_error(cfg, s, DN_ERR_UNSUPPORTED, "map=%s: class maps are not implemented",
+                            map);
+    l->u.yolo.classes = classes;
+    l->u.yolo.n_anchors = n_mask;
+    l->u.yolo.total = total;
+    l->in_w = l->out_w = b->w;
+    l->in_h = l->out_h = b->h;
+    l->out_c = n_mask * (classes + 4 + 1);
+    l->out_size = l->out_w * l->out_h * l->out_c;
+    l->in_c = b->c;
+    l->in_size = b->w * b->h * b->c;
+    if (b->c != l->out_c)
+        return dn_cfg_error(
+            cfg, s, DN_ERR_CFG,
+            "expects the layer before it to output %d channels ((classes %d + 5) * %d masked "
+            "anchors), but layer %d outputs %dx%dx%d: set filters=%d in the [convolutional] "
+            "before it",
+            l->out_c, classes, n_mask, b->index - 1, b->w, b->h, b->c, l->out_c);
+
+    DN_TRY(dn_cfg_int(cfg, s, "max", 90, &l->u.yolo.max_boxes));
+    DN_TRY(dn_cfg_float(cfg, s, "jitter", .2f, &l->u.yolo.jitter));
+    DN_TRY(dn_cfg_float(cfg, s, "ignore_thresh", .5f, &l->u.yolo.ignore_thresh));
+    DN_TRY(dn_cfg_float(cfg, s, "truth_thresh", 1, &l->u.yolo.truth_thresh));
+    DN_TRY(dn_cfg_int(cfg, s, "random", 0, &l->u.yolo.random));
+    if (l->u.yolo.max_boxes < 1)
+        return dn_cfg_error(cfg, s, DN_ERR_CFG, "max=%d, expected >= 1", l->u.yolo.max_boxes);
+
+    l->u.yolo.anchors = malloc(2 * (size_t)total * sizeof(float));
+    if (!l->u.yolo.anchors) return DN_FAIL(DN_ERR_OOM, "out of memory for anchors");
+    for (int i = 0; i < 2 * total; i++) l->u.yolo.anchors[i] = .5f;
+    float *anchors;
+    int n_values;
+    DN_TRY(dn_cfg_float_list(cfg, s, "anchors", &anchors, &n_values));
+    if (anchors) {
+        if (n_values != 2 * total) {
+            free(anchors);
+            return dn_cfg_error(cfg, s, DN_ERR_CFG,
+                                "anchors= has %d values, expected 2 * num = %d (width,height pairs "
+                                "in pixels)",
+                                n_values, 2 * total);
+        }
+        memcpy(l->u.yolo.anchors, anchors, 2 * (size_t)total * sizeof(float));
+        free(anchors);
+    }
+    l->truth_size = l->u.yolo.max_boxes * (4 + 1);
+    return DN_OK;
+}
+
+static dn_status yolo_alloc(dn_layer *l, int train) { return dn_layer_alloc_output(l, train); }
+
+static dn_status yolo_resize(dn_layer *l, int in_w, int in_h)
+{
+    l->in_w = l->out_w = in_w;
+    l->in_h = l->out_h = in_h;
+    l->in_size = l->out_size = in_w * in_h * l->out_c;
+    return DN_OK;
+}
+
+static dn_box yolo_box(const dn_layer *l, const float *x, int anchor, size_t index, int i, int j,
+                       int net_w, int net_h)
+{
+    int stride = l->out_w * l->out_h;
+    dn_box b;
+    b.x = (i + x[index + 0 * stride]) / l->out_w;
+    b.y = (j + x[index + 1 * stride]) / l->out_h;
+    b.w = expf(x[index + 2 * stride]) * l->u.yolo.anchors[2 * anchor] / net_w;
+    b.h = expf(x[index + 3 * stride]) * l->u.yolo.anchors[2 * anchor + 1] / net_h;
+    return b;
+}
+
+static float delta_yolo_box(dn_layer *l, dn_box truth, int anchor, size_t index, int i, int j,
+                            int net_w, int net_h, float scale)
+{
+    const float *x = l->output;
+    int stride = l->out_w * l->out_h;
+    dn_box pred = yolo_box(l, x, anchor, index, i, j, net_w, net_h);
+    float iou = dn_box_iou(pred, truth);
+    float tx = truth.x * l->out_w - i;
+    float ty = truth.y * l->out_h - j;
+    float tw = logf(truth.w * net_w / l->u.yolo.anchors[2 * anchor]);
+    float th = logf(truth.h * net_h / l->u.yolo.anchors[2 * anchor + 1]);
+    l->delta[index + 0 * stride] = scale * (tx - x[index + 0 * stride]);
+    l->delta[index + 1 * stride] = scale * (ty - x[index + 1 * stride]);
+    l->delta[index + 2 * stride] = scale * (tw - x[index + 2 * stride]);
+    l->delta[index + 3 * stride] = scale * (th - x[index + 3 * stride]);
+    return iou;
+}
+
+static void delta_yolo_class(dn_layer *l, size_t index, int cls, float *avg_cat)
+{
+    int stride = l->out_w * l->out_h;
+    if (l->delta[index] != 0) {
+        size_t at = index + (size_t)stride * cls;
+        l->delta[at] = 1 - l->output[at];
+        if (avg_cat) *avg_cat += l->output[at];
+        return;
+    }
+    for (int n = 0; n < l->u.yolo.classes; n++) {
+        size_t at = index + (size_t)stride * n;
+        l->delta[at] = (n == cls ? 1.f : 0.f) - l->output[at];
+        if (n == cls && avg_cat) *avg_cat += l->output[at];
+    }
+}
+
+static dn_box truth_box(const float *t) { return (dn_box){t[0], t[1], t[2], t[3]}; }
+
+static int mask_position(const dn_layer *l, int anchor)
+{
+    for (int i = 0; i < l->u.yolo.n_anchors; i++)
+        if (l->u.yolo.mask[i] == anchor) return i;
+    return -1;
+}
+
+static void yolo_loss(dn_layer *l, const dn_ctx *ctx)
+{
+    int W = l->out_w, H = l->out_h, spatial = W * H;
+    int net_w = ctx->net_w, net_h = ctx->net_h;
+    int max_boxes = l->u.yolo.max_boxes;
+    float avg_iou = 0, recall = 0, recall75 = 0, avg_cat = 0, avg_obj = 0, avg_anyobj = 0;
+    int count = 0;
+    dn_fill(l->delta, (size_t)l->batch * l->out_size, 0.f);
+    for (int b = 0; b < l->batch; b++) {
+        const float *truths = ctx->truth + (size_t)b * ctx->truth_stride;
+        for (int j = 0; j < H; j++)
+            for (int i = 0; i < W; i++)
+                for (int n = 0; n < l->u.yolo.n_anchors; n++) {
+                    size_t box_index = entry_index(l, b, n * spatial + j * W + i, 0);
+                    dn_box pred = yolo_box(l, l->output, l->u.yolo.mask[n], box_index, i, j,
+                                           net_w, net_h);
+                    float best_iou = 0;
+                    int best_t = 0;
+                    for (int t = 0; t < max_boxes; t++) {
+                        dn_box truth = truth_box(truths + t * 5);
+                        if (!truth.x) break;
+                        float iou = dn_box_iou(pred, truth);
+                        if (iou > best_iou) {
+                            best_iou = iou;
+                            best_t = t;
+                        }
+                    }
+                    size_t obj_index = entry_index(l, b, n * spatial + j * W + i, 4);
+                    avg_anyobj += l->output[obj_index];
+                    l->delta[obj_index] = 0 - l->output[obj_index];
+                    if (best_iou > l->u.yolo.ignore_thresh) l->delta[obj_index] = 0;
+                    if (best_iou > l->u.yolo.truth_thresh) {
+                        l->delta[obj_index] = 1 - l->output[obj_index];
+                        int cls = (int)truths[best_t * 5 + 4];
+                        size_t class_index = entry_index(l, b, n * spatial + j * W + i, 5);
+                        delta_yolo_class(l, class_index, cls, NULL);
+                        dn_box truth = truth_box(truths + best_t * 5);
+                        delta_yolo_box(l, truth, l->u.yolo.mask[n], box_index, i, j, net_w, net_h,
+                                       2 - truth.w * truth.h);
+                    }
+                }
+        for (int t = 0; t < max_boxes; t++) {
+            dn_box truth = truth_box(truths + t * 5);
+            if (!truth.x) break;
+            int i = dn_min_int((int)(truth.x * W), W - 1), j = dn_min_int((int)(truth.y * H), H - 1);
+            dn_box truth_shift = {0, 0, truth.w, truth.h};
+            float best_iou = 0;
+            int best_n = 0;
+            for (int n = 0; n < l->u.yolo.total; n++) {
+                dn_box pred = {0, 0, l->u.yolo.anchors[2 * n] / net_w,
+                               l->u.yolo.anchors[2 * n + 1] / net_h};
+                float iou = dn_box_iou(pred, truth_shift);
+                if (iou > best_iou) {
+                    best_iou = iou;
+                    best_n = n;
+                }
+            }
+            int mask_n = mask_position(l, best_n);
+            if (mask_n < 0) continue;
+            size_t box_index = entry_index(l, b, mask_n * spatial + j * W + i, 0);
+            float iou = delta_yolo_box(l, truth, best_n, box_index, i, j, net_w, net_h,
+                                       2 - truth.w * truth.h);
+            size_t obj_index = entry_index(l, b, mask_n * spatial + j * W + i, 4);
+            avg_obj += l->output[obj_index];
+            l->delta[obj_index] = 1 - l->output[obj_index];
+            int cls = (int)truths[t * 5 + 4];
+            size_t class_index = entry_index(l, b, mask_n * spatial + j * W + i, 5);
+            delta_yolo_class(l, class_index, cls, &avg_cat);
+            count++;
+            if (iou > .5f) recall += 1;
+            if (iou > .75f) recall75 += 1;
+            avg_iou += iou;
+        }
+    }
+    float mag = 0;
+    size_t n_delta = (size_t)l->batch * l->out_size;
+    for (size_t k = 0; k < n_delta; k++) mag += l->delta[k] * l->delta[k];
+    l->cost = mag;
+    l->stats.count = count;
+    l->stats.avg_iou = count ? avg_iou / count : 0;
+    l->stats.avg_class = count ? avg_cat / count : 0;
+    l->stats.avg_obj = count ? avg_obj / count : 0;
+    l->stats.avg_noobj = avg_anyobj / (spatial * l->u.yolo.n_anchors * l->batch);
+    l->stats.recall = count ? recall / count : 0;
+    l->stats.recall75 = count ? recall75 / count : 0;
+}
+
+static void yolo_forward(dn_layer *l, const dn_ctx *ctx)
+{
+    int spatial = l->out_w * l->out_h;
+    dn_copy(l->output, ctx->input, (size_t)l->batch * l->out_size);
+    for (int b = 0; b < l->batch; b++)
+        for (int n = 0; n < l->u.yolo.n_anchors; n++) {
+            dn_activate_array(ctx->pool, l->output + entry_index(l, b, n * spatial, 0),
+                              2 * (size_t)spatial, DN_ACT_LOGISTIC);
+            dn_activate_array(ctx->pool, l->output + entry_index(l, b, n * spatial, 4),
+                              (size_t)(1 + l->u.yolo.classes) * spatial, DN_ACT_LOGISTIC);
+        }
+    if (ctx->train && ctx->truth) yolo_loss(l, ctx);
+}
+
+static void yolo_backward(dn_layer *l, const dn_ctx *ctx)
+{
+    if (ctx->input_delta) dn_axpy(ctx->input_delta, 1.f, l->delta, (size_t)l->batch * l->out_size);
+}
+
+static void yolo_free(dn_layer *l)
+{
+    dn_layer_free_output(l);
+    free(l->u.yolo.anchors);
+    free(l->u.yolo.mask);
+    l->u.yolo.anchors = NULL;
+    l->u.yolo.mask = NULL;
+}
+
+/* ---- detections -------------------------------------------------------------- */
+
+int dn_yolo_candidates(const dn_layer *l, int batch_index, float thresh, int net_w, int net_h,
+                       dn_candidate *dets, float *probs)
+{
+    int W = l->out_w, spatial = W * l->out_h, classes = l->u.yolo.classes;
+    int count = 0;
+    for (int i = 0; i < spatial; i++) {
+        int row = i / W, col = i % W;
+        for (int n = 0; n < l->u.yolo.n_anchors; n++) {
+            size_t obj_index = entry_index(l, batch_index, n * spatial + i, 4);
+            float objectness = l->output[obj_index];
+            if (objectness <= thresh) continue;
+            size_t box_index = entry_index(l, batch_index, n * spatial + i, 0);
+            dn_candidate *d = &dets[count];
+            d->prob = probs + (size_t)count * classes;
+            d->classes = classes;
+            d->index = n * spatial + i;
+            d->sort_class = 0;
+            d->bbox = yolo_box(l, l->output, l->u.yolo.mask[n], box_index, col, row, net_w, net_h);
+            d->objectness = objectness;
+            for (int j = 0; j < classes; j++) {
+                size_t class_index = entry_index(l, batch_index, n * spatial + i, 5 + j);
+                float prob = objectness * l->output[class_index];
+                d->prob[j] = (prob > thresh) ? prob : 0;
+            }
+            count++;
+        }
+    }
+    return count;
+}
+
+int dn_detection_layer_capacity(const dn_layer *l)
+{
+    int n = l->type == DN_LAYER_REGION ? l->u.region.n_anchors : l->u.yolo.n_anchors;
+    return l->out_w * l->out_h * n;
+}
+
+int dn_detection_layer_classes(const dn_layer *l)
+{
+    return l->type == DN_LAYER_REGION ? l->u.region.classes : l->u.yolo.classes;
+}
+
+const dn_layer_ops dn_yolo_ops = {
+    .type = DN_LAYER_YOLO,
+    .name = "yolo",
+    .parse = yolo_parse,
+    .alloc = yolo_alloc,
+    .forward = yolo_forward,
+    .backward = yolo_backward,
+    .resize = yolo_resize,
+    .free = yolo_free,
+};

@@ -1,0 +1,98 @@
+/* The network: layers in order, the parameter buffers, activations, the
+ * thread pool.  Built from a parsed cfg by network.c. */
+#ifndef DN_NETWORK_H
+#define DN_NETWORK_H
+
+#include "darknet.h"
+#include "layer.h"
+
+typedef enum {
+    DN_POLICY_CONSTANT,
+    DN_POLICY_STEP,
+    DN_POLICY_EXP,
+    DN_POLICY_POLY,
+    DN_POLICY_STEPS,
+    DN_POLICY_SIG,
+    DN_POLICY_RANDOM
+} dn_lr_policy;
+
+/* The [net] section: what darknet reads, with darknet's defaults. */
+typedef struct {
+    int batch;            /* images per update = batch (cfg); per forward = batch/subdivisions */
+    int subdivisions;
+    int time_steps;
+    int width, height, channels, inputs;
+    float learning_rate, momentum, decay;
+    dn_lr_policy policy;
+    int step;             /* step, sig */
+    float scale;          /* step */
+    float gamma;          /* exp, sig */
+    float power;          /* poly and burn_in (default 4) */
+    int burn_in;
+    int max_batches;
+    int n_steps;
+    int *steps;           /* steps policy */
+    float *scales;
+    int adam;
+    float adam_b1, adam_b2, adam_eps;
+    /* augmentation */
+    float angle, aspect, saturation, exposure, hue;
+    int min_crop, max_crop;
+    float min_ratio, max_ratio;
+    int center;
+    float clip;
+    int random;
+    int notruth;
+} dn_net_hparams;
+
+struct dn_network {
+    char *name;                 /* cfg path or name, for messages */
+    dn_net_hparams hp;
+    int n_layers;
+    dn_layer *layers;
+    int output_layer;           /* last non-cost layer */
+
+    int batch;                  /* images per forward now */
+    int w, h, c, inputs;        /* network input now */
+    int train;                  /* built with training buffers */
+
+    int64_t seen;               /* images seen (weights header) */
+    int weights_major, weights_minor, weights_revision;
+
+    size_t n_params, n_stats;
+    float *params, *grads, *velocity;
+    float *stats;
+
+    float *input;               /* batch * inputs, for callers that fill it in place */
+    float *truth;               /* batch * truth_size (training) */
+    int truth_size;             /* truth floats per image */
+    float *workspace;
+    size_t workspace_size;
+
+    int threads;
+    dn_pool *pool;
+    dn_rng rng;
+    char *warnings;             /* unused cfg options, one per line, or NULL */
+    int params_ready;           /* params hold weights (initialised or loaded) */
+    int profiling;              /* record per-layer forward times */
+    double *layer_ms;           /* n_layers, last forward's times */
+};
+
+/* darknet's random initialisation, done lazily: a network whose weights are
+ * then loaded in full never pays for it. */
+void dn_network_ensure_params(dn_network *net);
+
+int dn_hardware_threads_internal(void);
+
+/* (Re)allocate every layer's activations for net->batch and the current
+ * input size; also the workspace, input and truth buffers. */
+dn_status dn_network_reallocate_activations(dn_network *net);
+
+/* Forward over all layers.  `input` may be net->input.  With train = 1 the
+ * losses run against `truth` (truth_size floats per image). */
+dn_status dn_network_forward(dn_network *net, const float *input, int train, const float *truth);
+
+/* Map an image of img_w x img_h to the candidates of every detection layer.
+ * Implemented in detect.c. */
+
+#endif

@@ -1,0 +1,337 @@
+"""`Network`: a darknet network (cfg + weights) on numpy arrays."""
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from ._ffi import check, ffi, lib, path_arg, text
+from .errors import ArgumentError, DarknetError
+
+PathLike = str | os.PathLike[str]
+
+PARAM_KINDS = {
+    "biases": lib.DN_PARAM_BIASES,
+    "scales": lib.DN_PARAM_SCALES,
+    "rolling_mean": lib.DN_PARAM_ROLLING_MEAN,
+    "rolling_variance": lib.DN_PARAM_ROLLING_VARIANCE,
+    "weights": lib.DN_PARAM_WEIGHTS,
+}
+
+
+class CfgWarning(UserWarning):
+    """An option in a cfg that no layer reads (darknet's "Unused field")."""
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One layer as the engine built it (shapes are channels, height, width)."""
+
+    index: int
+    type: str
+    cfg_line: int
+    input_shape: tuple[int, int, int]
+    output_shape: tuple[int, int, int]
+    outputs: int
+    filters: int
+    size: int
+    stride: int
+    pad: int
+    groups: int
+    batch_normalize: bool
+    activation: str
+    n_params: int
+    bflops: float
+    inputs_from: tuple[int, ...]
+    n_anchors: int
+    classes: int
+    probability: float
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    width: int
+    height: int
+    channels: int
+    batch: int
+    subdivisions: int
+    inputs: int
+    outputs: int
+    n_layers: int
+    output_layer: int
+    seen: int
+    weights_version: tuple[int, int, int]
+    n_params: int
+    n_stats: int
+    bflops: float
+    threads: int
+
+
+class Network:
+    """A darknet network built by the C engine.
+
+    Args:
+        cfg: path to a darknet .cfg file.
+        weights: optional .weights file to load (exact size check).
+        batch: images per forward (default 1 for inference; 0 = the cfg's
+            batch/subdivisions).
+        threads: worker threads (0 = one per CPU).
+        width, height: override the cfg's input size.
+        train: allocate what training needs.
+
+    A Network is used by one thread at a time (calls are serialised with a
+    lock); use one Network per thread for parallel inference.  The GIL is
+    released during every C call.
+    """
+
+    def __init__(self, cfg: PathLike, weights: PathLike | None = None, *, batch: int = 1,
+                 threads: int = 0, width: int = 0, height: int = 0, train: bool = False) -> None:
+        self._lock = threading.RLock()
+        self.cfg_path = Path(cfg)
+        params = ffi.new("dn_network_params *")
+        params.threads = threads
+        params.batch = batch
+        params.train = 1 if train else 0
+        params.width = width
+        params.height = height
+        out = ffi.new("dn_network **")
+        check(lib.dn_network_create(path_arg(cfg), params, out))
+        self._handle: Any = ffi.gc(out[0], lib.dn_network_free)
+        unused = text(lib.dn_network_warnings(self._handle)).strip()
+        for line in unused.splitlines():
+            warnings.warn(line, CfgWarning, stacklevel=2)
+        if weights is not None:
+            self.load_weights(weights)
+
+    # ---- lifetime -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Free the C network now (also happens when the object is collected)."""
+        with self._lock:
+            if self._handle is not None:
+                ffi.release(self._handle)
+                self._handle = None
+
+    def __enter__(self) -> "Network":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def handle(self) -> Any:
+        if self._handle is None:
+            raise ArgumentError("the network is closed")
+        return self._handle
+
+    # ---- description ----------------------------------------------------------------
+
+    @property
+    def info(self) -> NetworkInfo:
+        raw = ffi.new("dn_network_info *")
+        check(lib.dn_network_get_info(self.handle, raw))
+        return NetworkInfo(
+            width=raw.width, height=raw.height, channels=raw.channels, batch=raw.batch,
+            subdivisions=raw.subdivisions, inputs=raw.inputs, outputs=raw.outputs,
+            n_layers=raw.n_layers, output_layer=raw.output_layer, seen=int(raw.seen),
+            weights_version=(raw.weights_major, raw.weights_minor, raw.weights_revision),
+            n_params=int(raw.n_params), n_stats=int(raw.n_stats), bflops=float(raw.bflops),
+            threads=raw.threads)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """(batch, channels, height, width) of the input predict() takes."""
+        i = self.info
+        return (i.batch, i.channels, i.height, i.width)
+
+    @property
+    def output_shape(self) -> tuple[int, int, int, int]:
+        """(batch, channels, height, width) of the output layer."""
+        i = self.info
+        layer = self.layer(i.output_layer)
+        return (i.batch, *layer.output_shape)
+
+    @property
+    def batch(self) -> int:
+        return self.info.batch
+
+    @property
+    def seen(self) -> int:
+        """Images seen in training (read from and written to .weights)."""
+        return self.info.seen
+
+    @seen.setter
+    def seen(self, value: int) -> None:
+        with self._lock:
+            check(lib.dn_network_set_seen(self.handle, int(value)))
+
+    def __len__(self) -> int:
+        return self.info.n_layers
+
+    def layer(self, index: int) -> LayerInfo:
+        raw = ffi.new("dn_layer_info *")
+        check(lib.dn_network_get_layer(self.handle, index, raw))
+        return LayerInfo(
+            index=raw.index, type=text(raw.type), cfg_line=raw.cfg_line,
+            input_shape=(raw.in_c, raw.in_h, raw.in_w),
+            output_shape=(raw.out_c, raw.out_h, raw.out_w), outputs=raw.outputs,
+            filters=raw.filters, size=raw.size, stride=raw.stride, pad=raw.pad,
+            groups=raw.groups, batch_normalize=bool(raw.batch_normalize),
+            activation=text(raw.activation), n_params=int(raw.n_params),
+            bflops=float(raw.bflops),
+            inputs_from=tuple(raw.input_layers[k] for k in range(min(raw.n_inputs, 8))),
+            n_anchors=raw.n_anchors, classes=raw.classes, probability=float(raw.probability))
+
+    @property
+    def layers(self) -> list[LayerInfo]:
+        return [self.layer(i) for i in range(len(self))]
+
+    # ---- configuration -----------------------------------------------------------------
+
+    def set_batch(self, batch: int) -> None:
+        with self._lock:
+            check(lib.dn_network_set_batch(self.handle, batch))
+
+    def resize(self, width: int, height: int) -> None:
+        """Change the input size (keeps the weights)."""
+        with self._lock:
+            check(lib.dn_network_resize(self.handle, width, height))
+
+    @property
+    def threads(self) -> int:
+        return self.info.threads
+
+    @threads.setter
+    def threads(self, value: int) -> None:
+        with self._lock:
+            check(lib.dn_network_set_threads(self.handle, value))
+
+    # ---- weights --------------------------------------------------------------------------
+
+    def load_weights(self, path: PathLike, *, partial: bool = False, cutoff: int = 0) -> int:
+        """Load darknet .weights.
+
+        With partial=False the file must fit the cfg exactly.  With
+        partial=True (pretrained backbones such as darknet53.conv.74) the file
+        may end at a layer boundary and the rest keep their values; `cutoff`
+        limits loading to layers [0, cutoff).  Returns the number of layers
+        covered (1 + the last layer read).
+        """
+        with self._lock:
+            if not partial and not cutoff:
+                check(lib.dn_network_load_weights(self.handle, path_arg(path)))
+                return len(self)
+            loaded = ffi.new("int *")
+            check(lib.dn_network_load_weights_upto(self.handle, path_arg(path), cutoff, loaded))
+            return int(loaded[0])
+
+    def save_weights(self, path: PathLike) -> None:
+        """Write darknet .weights atomically (temporary file + rename)."""
+        with self._lock:
+            check(lib.dn_network_save_weights(self.handle, path_arg(path)))
+
+    def randomize(self, seed: int = 0) -> None:
+        """Seeded He-scaled random weights (for tests and benchmarks)."""
+        with self._lock:
+            check(lib.dn_network_randomize(self.handle, seed))
+
+    def params(self, index: int) -> dict[str, np.ndarray]:
+        """Writable numpy views of layer `index`'s parameters (empty dict when
+        it has none): biases, scales, rolling_mean, rolling_variance, weights
+        (weights shaped as darknet stores them, flat).  Valid while the
+        network is open."""
+        result: dict[str, np.ndarray] = {}
+        data = ffi.new("float **")
+        count = ffi.new("size_t *")
+        for name, kind in PARAM_KINDS.items():
+            check(lib.dn_network_layer_param(self.handle, index, kind, data, count))
+            if count[0]:
+                buf = ffi.buffer(data[0], count[0] * 4)
+                result[name] = np.frombuffer(buf, dtype=np.float32)
+        return result
+
+    # ---- inference -------------------------------------------------------------------------
+
+    def _input_pointer(self, array: np.ndarray) -> tuple[Any, np.ndarray]:
+        info = self.info
+        x = np.asarray(array)
+        if x.dtype != np.float32:
+            raise ArgumentError(f"predict() takes float32 input, got {x.dtype}")
+        expected = (info.channels, info.height, info.width)
+        if x.shape == expected:
+            x = x[None]
+        if x.ndim != 4 or x.shape[1:] != expected:
+            raise ArgumentError(
+                f"predict() takes input of shape (batch, {info.channels}, {info.height}, "
+                f"{info.width}) or ({info.channels}, {info.height}, {info.width}); got {x.shape}")
+        if x.shape[0] != info.batch:
+            raise ArgumentError(
+                f"input has {x.shape[0]} images but the network's batch is {info.batch} "
+                f"(use set_batch)")
+        x = np.ascontiguousarray(x)
+        return ffi.from_buffer("float[]", x), x
+
+    def predict(self, array: np.ndarray, *, copy: bool = True) -> np.ndarray:
+        """Forward pass on float32 NCHW input; returns the output layer's
+        activations shaped (batch, channels, height, width).
+
+        copy=False returns a read-only view of the engine's buffer, valid
+        until the next call on this network."""
+        with self._lock:
+            pointer, keep = self._input_pointer(array)
+            out = ffi.new("const float **")
+            check(lib.dn_network_predict(self.handle, pointer, out))
+            del keep
+            return self._view(out[0], self.output_shape, copy)
+
+    def profile(self, array: np.ndarray, repeat: int = 5) -> list[float]:
+        """Median wall time of each layer's forward over `repeat` runs (ms)."""
+        with self._lock:
+            check(lib.dn_network_set_profiling(self.handle, 1))
+            try:
+                runs = []
+                ms = ffi.new("double *")
+                for _ in range(repeat):
+                    self.predict(array, copy=False)
+                    times = []
+                    for i in range(len(self)):
+                        check(lib.dn_network_layer_time(self.handle, i, ms))
+                        times.append(float(ms[0]))
+                    runs.append(times)
+            finally:
+                check(lib.dn_network_set_profiling(self.handle, 0))
+            return [float(np.median(col)) for col in zip(*runs)]
+
+    def layer_output(self, index: int) -> np.ndarray:
+        """Copy of layer `index`'s activations after the last forward,
+        shaped (batch, channels, height, width)."""
+        with self._lock:
+            data = ffi.new("const float **")
+            count = ffi.new("size_t *")
+            check(lib.dn_network_layer_output(self.handle, index, data, count))
+            layer = self.layer(index)
+            return self._view(data[0], (self.info.batch, *layer.output_shape), True)
+
+    @staticmethod
+    def _view(pointer: Any, shape: tuple[int, ...], copy: bool) -> np.ndarray:
+        n = int(np.prod(shape))
+        view = np.frombuffer(ffi.buffer(pointer, n * 4), dtype=np.float32).reshape(shape)
+        if copy:
+            return view.copy()
+        view.flags.writeable = False
+        return view
+
+    def __repr__(self) -> str:
+        try:
+            i = self.info
+        except DarknetError:
+            return "<Network (closed)>"
+        return (f"<Network {self.cfg_path.name}: {i.n_layers} layers, input "
+                f"{i.channels}x{i.height}x{i.width}, batch {i.batch}, {i.bflops:.3f} BFLOPs>")

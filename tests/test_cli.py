@@ -1,0 +1,82 @@
+"""`pydarknet summary` and `pydarknet detect` through click's CliRunner."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pydarknet.cli import main
+from shared import darknet_cfg, shared_path
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def test_summary_prints_darknets_table() -> None:
+    code, out = run("summary", str(darknet_cfg("yolov3-tiny.cfg")))
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0].startswith("layer     filters    size")
+    assert lines[1] == ("    0 conv     16  3 x 3 / 1   416 x 416 x   3   ->   416 x 416 x  16  "
+                        "0.150 BFLOPs")
+    assert "   11 max          2 x 2 / 1    13 x  13 x 512   ->    13 x  13 x 512" in lines
+    assert "   20 route  19 8" in lines
+    assert lines[-1] == "Total BFLOPs 5.565"
+
+
+def test_summary_with_a_bad_cfg_is_one_clean_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.cfg"
+    bad.write_text("[net]\nwidth=8\nheight=8\nchannels=3\n[convolutional]\nfilters=x\n")
+    code, out = run("summary", str(bad))
+    assert code == 1
+    assert "error:" in out and "bad.cfg:6" in out and "'filters'" in out
+    assert "Traceback" not in out
+
+
+@pytest.fixture(scope="module")
+def yolo() -> tuple[str, str]:
+    return (str(shared_path("models/yolov3-tiny.cfg")),
+            str(shared_path("models/yolov3-tiny.weights")))
+
+
+def test_detect_prints_like_darknet_and_saves(yolo, tmp_path: Path) -> None:
+    dog = str(shared_path("darknet/data/dog.jpg"))
+    code, out = run("detect", *yolo, dog, "--save-dir", str(tmp_path / "out"), "--threads", "2")
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{dog}: Predicted in ") and lines[0].endswith(" seconds.")
+    assert sorted(lines[1:]) == sorted(["dog: 56%", "car: 52%", "truck: 55%", "car: 62%",
+                                        "bicycle: 59%"])
+    import cv2
+
+    saved = cv2.imread(str(tmp_path / "out" / "dog.jpg"))
+    original = cv2.imread(dog)
+    assert saved.shape == original.shape
+    assert np.abs(saved.astype(int) - original).mean() > 1  # boxes were drawn
+
+
+def test_detect_json(yolo, tmp_path: Path) -> None:
+    images = [str(shared_path(f"darknet/data/{n}")) for n in ("dog.jpg", "person.jpg")]
+    code, out = run("detect", *yolo, *images, "--json", "--no-save", "--thresh", ".3")
+    assert code == 0, out
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["image"] for r in records] == images
+    for record in records:
+        assert record["detections"]
+        for d in record["detections"]:
+            assert set(d) == {"class_id", "name", "confidence", "box"}
+            assert set(d["box"]) == {"x", "y", "w", "h"} and d["confidence"] > .3
+    dog = {d["name"] for d in records[0]["detections"]}
+    assert {"dog", "bicycle"} <= dog
+
+
+def test_detect_unreadable_image(yolo, tmp_path: Path) -> None:
+    fake = tmp_path / "fake.jpg"
+    fake.write_text("not an image")
+    code, out = run("detect", *yolo, str(fake), "--no-save")
+    assert code == 1 and "cannot decode image" in out

@@ -1,0 +1,179 @@
+"""Bad input of every kind raises the right DarknetError subclass with a
+message a user can act on (file, line, section, expected vs found), and the
+process survives all of it."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TINY_CFG
+from pydarknet import (ArgumentError, CfgError, DarknetError, DarknetIOError, Detector,
+                       ImageError, Network, UnsupportedError)
+
+NET = "[net]\nbatch=1\nwidth=16\nheight=16\nchannels=3\n"
+CONV = "[convolutional]\nfilters=4\nsize=3\npad=1\nactivation=leaky\n"
+
+# (name, cfg text, exception, fragments the message must contain)
+BAD_CFGS = [
+    ("empty", "", CfgError, ["no sections"]),
+    ("comments only", "# nothing\n; here\n", CfgError, ["no sections"]),
+    ("no net first", CONV + NET, CfgError, [":1:", "[convolutional]", "[net] or [network]"]),
+    ("unknown section", NET + "[convolutionnal]\nfilters=3\n", CfgError,
+     [":6:", "[convolutionnal]", "unknown section"]),
+    ("option before section", "filters=3\n" + NET, CfgError, [":1:", "before the first"]),
+    ("line without =", NET + CONV + "stride 2\n", CfgError, [":11:", "key=value", "stride2"]),
+    ("bad header", NET + "[convolutional\nfilters=2\n", CfgError, [":6:", "malformed section"]),
+    ("int not parsable", NET + CONV.replace("filters=4", "filters=four"), CfgError,
+     [":7:", "[convolutional]", "(section at line 6)", "'filters'", "integer", "'four'"]),
+    ("float not parsable", NET.replace("[net]\n", "[net]\nmomentum=.9.1\n"), CfgError,
+     [":2:", "[net]", "'momentum'", "a number", "'.9.1'"]),
+    ("unknown activation", NET + CONV.replace("leaky", "leakyy"), CfgError,
+     ["unknown activation 'leakyy'", "[convolutional]"]),
+    ("route out of range", NET + CONV + "[route]\nlayers=-3\n", CfgError,
+     ["[route]", "layers=-3", "refers to layer -2"]),
+    ("route forward", NET + CONV + "[route]\nlayers=1\n", CfgError, ["refers to layer 1", "earlier"]),
+    ("route size mismatch", NET + CONV + "[maxpool]\nsize=2\nstride=2\n[route]\nlayers=-1,-2\n",
+     CfgError, ["[route]", "differ in width or height"]),
+    ("shortcut out of range", NET + CONV + "[shortcut]\nfrom=-5\n", CfgError,
+     ["[shortcut]", "from=-5"]),
+    ("region filters", NET + CONV + "[region]\nclasses=2\nnum=2\n", CfgError,
+     ["[region]", "expects the layer before it to output 14 channels", "set filters=14"]),
+    ("yolo filters", NET + CONV + "[yolo]\nmask=0,1\nanchors=1,1,2,2,3,3\nclasses=3\nnum=3\n",
+     CfgError, ["[yolo]", "16 channels", "set filters=16"]),
+    ("yolo mask out of range", NET + CONV.replace("filters=4", "filters=16") +
+     "[yolo]\nmask=0,5\nanchors=1,1,2,2,3,3\nclasses=3\nnum=3\n", CfgError, ["mask value 5"]),
+    ("anchor count", NET + CONV.replace("filters=4", "filters=14") +
+     "[region]\nclasses=2\nnum=2\nanchors=1,1,2\n", CfgError, ["anchors= has 3 values", "4"]),
+    ("unsupported layer", NET + "[lstm]\noutput=4\n", UnsupportedError,
+     ["[lstm]", "unsupported layer", "LSTM"]),
+    ("batch < subdivisions", NET.replace("batch=1", "batch=2\nsubdivisions=4"), CfgError,
+     ["batch=2 is smaller than subdivisions=4"]),
+    ("unknown policy", NET.replace("[net]\n", "[net]\npolicy=cosine\n") + CONV, CfgError,
+     ["policy=cosine"]),
+    ("steps without matching scales", NET.replace(
+        "[net]\n", "[net]\npolicy=steps\nsteps=10,20\nscales=.1\n") + CONV, CfgError,
+     ["steps= has 2 values but scales= has 1"]),
+    ("no input size", "[net]\nbatch=1\n" + CONV, CfgError, ["width=", "height=", "channels="]),
+    ("kernel larger than input", NET + CONV.replace("size=3\npad=1", "size=32"), CfgError,
+     ["32x32 kernel", "does not fit a 16x16 input"]),
+    ("groups not dividing", NET + CONV.replace("filters=4", "filters=4\ngroups=2"), CfgError,
+     ["groups=2 must divide", "(3)"]),
+]
+
+
+@pytest.mark.parametrize("name,text,error,fragments", BAD_CFGS, ids=[c[0] for c in BAD_CFGS])
+def test_bad_cfg(tmp_path: Path, name: str, text: str, error: type, fragments: list[str]) -> None:
+    path = tmp_path / "bad.cfg"
+    path.write_text(text)
+    with pytest.raises(error) as info:
+        Network(path)
+    message = str(info.value)
+    assert "bad.cfg" in message or name in ("empty",), message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    assert isinstance(info.value, DarknetError)
+
+
+def test_missing_cfg_and_binary_cfg(tmp_path: Path) -> None:
+    with pytest.raises(DarknetIOError, match="nope.cfg"):
+        Network(tmp_path / "nope.cfg")
+    binary = tmp_path / "model.cfg"
+    binary.write_bytes(b"[net]\n\0\0\x01garbage")
+    with pytest.raises(CfgError, match="NUL bytes"):
+        Network(binary)
+    with pytest.raises(DarknetIOError):
+        Network(tmp_path)  # a directory
+
+
+def test_errors_are_also_builtin_exceptions(tmp_path: Path) -> None:
+    path = tmp_path / "bad.cfg"
+    path.write_text(NET + CONV.replace("filters=4", "filters=x"))
+    with pytest.raises(ValueError):
+        Network(path)
+    with pytest.raises(OSError):
+        Network(tmp_path / "missing.cfg")
+    with pytest.raises(NotImplementedError):
+        path.write_text(NET + "[gru]\noutput=3\n")
+        Network(path)
+
+
+def test_unused_options_warn(tmp_path: Path) -> None:
+    path = tmp_path / "warn.cfg"
+    path.write_text(NET + CONV.replace("size=3", "size=3\nfilterz=8"))
+    with pytest.warns(UserWarning, match=r"warn.cfg:9: \[convolutional\]: unused option 'filterz=8'"):
+        Network(path).close()
+
+
+def test_bad_predict_calls(tiny_cfg: Path) -> None:
+    with Network(tiny_cfg) as net:
+        with pytest.raises(ArgumentError, match="float32"):
+            net.predict(np.zeros((1, 3, 32, 32), np.float64))
+        with pytest.raises(ArgumentError, match="shape"):
+            net.predict(np.zeros((1, 3, 16, 16), np.float32))
+        with pytest.raises(ArgumentError, match="batch is 1"):
+            net.predict(np.zeros((2, 3, 32, 32), np.float32))
+        with pytest.raises(ArgumentError, match="out of range"):
+            net.layer(99)
+        with pytest.raises(ArgumentError, match="batch must be >= 1"):
+            net.set_batch(0)
+        with pytest.raises(ArgumentError, match="must be positive"):
+            net.resize(0, 32)
+    with pytest.raises(ArgumentError, match="closed"):
+        net.predict(np.zeros((1, 3, 32, 32), np.float32))
+
+
+def test_detector_on_a_classifier(tmp_path: Path) -> None:
+    path = tmp_path / "classifier.cfg"
+    path.write_text(NET + CONV + "[avgpool]\n[softmax]\n")
+    with pytest.raises(ArgumentError, match="not a detector"):
+        Detector(path, None)
+
+
+def test_bad_frames_to_detector(tiny_cfg: Path) -> None:
+    with Detector(tiny_cfg, None, names=["a", "b"]) as det:
+        with pytest.raises(ImageError):
+            det.detect(np.zeros((8, 8), np.uint8))
+        with pytest.raises(ImageError):
+            det.detect(np.zeros((8, 8, 3), np.float32))
+        with pytest.raises(ArgumentError, match="thresh"):
+            det.detect(np.zeros((8, 8, 3), np.uint8), thresh=2)
+        assert det.detect(np.zeros((8, 8, 3), np.uint8), thresh=.99) == []
+
+
+def test_process_survives_everything(tmp_path: Path) -> None:
+    """All of the above in a fresh interpreter that must exit normally."""
+    script = tmp_path / "survive.py"
+    cfgs = []
+    for i, (_, text, _, _) in enumerate(BAD_CFGS):
+        path = tmp_path / f"bad{i}.cfg"
+        path.write_text(text)
+        cfgs.append(str(path))
+    good = tmp_path / "tiny.cfg"
+    good.write_text(TINY_CFG)
+    bad_weights = tmp_path / "bad.weights"
+    bad_weights.write_bytes(b"\x00" * 37)
+    script.write_text(f"""
+import numpy as np, pydarknet
+failures = 0
+for cfg in {cfgs!r}:
+    try:
+        pydarknet.Network(cfg)
+    except pydarknet.DarknetError:
+        failures += 1
+net = pydarknet.Network({str(good)!r})
+for call in (lambda: net.load_weights({str(bad_weights)!r}),
+             lambda: net.predict(np.zeros((3,), np.float32))):
+    try:
+        call()
+    except pydarknet.DarknetError:
+        failures += 1
+print("survived", failures)
+""")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"survived {len(BAD_CFGS) + 2}" in result.stdout

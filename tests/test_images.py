@@ -1,0 +1,82 @@
+"""Frames to network input: darknet's resize, letterbox and channel order,
+bit for bit (the same float operations in the same order)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from oracle import darknet
+from pydarknet import ImageError
+from pydarknet.image import frame_to_input, letterbox, resize
+
+
+def random_frame(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def to_darknet_image(frame: np.ndarray) -> np.ndarray:
+    return frame[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+
+
+SIZES = [(480, 640), (640, 480), (416, 416), (37, 91), (1, 5), (300, 1)]
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("h,w", SIZES)
+def test_letterbox_equals_darknet(h: int, w: int) -> None:
+    frame = random_frame(h, w)
+    ours = frame_to_input(frame, 416, 416, letterbox=True)
+    theirs = darknet().letterbox(to_darknet_image(frame), 416, 416)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("h,w", SIZES[:4])
+def test_plain_resize_equals_darknet(h: int, w: int) -> None:
+    frame = random_frame(h, w, 1)
+    ours = frame_to_input(frame, 320, 256, letterbox=False)
+    theirs = darknet().resize(to_darknet_image(frame), 320, 256)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.oracle
+def test_float_image_ops_equal_darknet() -> None:
+    image = np.random.default_rng(3).random((3, 50, 70), dtype=np.float32)
+    np.testing.assert_array_equal(resize(image, 33, 47), darknet().resize(image, 33, 47))
+    np.testing.assert_array_equal(letterbox(image, 64, 64), darknet().letterbox(image, 64, 64))
+
+
+def test_letterbox_geometry() -> None:
+    """A 640x480 frame fits 416x312 inside 416x416: 52 rows of 0.5 above and below."""
+    frame = np.full((480, 640, 3), 255, np.uint8)
+    frame[..., 0] = 0  # blue 0, green and red 255
+    x = frame_to_input(frame, 416, 416)
+    assert x.shape == (3, 416, 416)
+    assert np.all(x[:, :52] == .5) and np.all(x[:, 364:] == .5)
+    body = x[:, 52:364]
+    np.testing.assert_allclose(body[0], 1)  # red (RGB order)
+    np.testing.assert_allclose(body[1], 1)
+    np.testing.assert_allclose(body[2], 0)  # blue
+
+
+def test_strided_frame_equals_contiguous() -> None:
+    big = random_frame(200, 300, 5)
+    view = big[10:150, 20:260]          # rows further apart than 3 * width
+    assert not view.flags.c_contiguous
+    np.testing.assert_array_equal(frame_to_input(view, 96, 64),
+                                  frame_to_input(np.ascontiguousarray(view), 96, 64))
+    flipped = big[:, ::-1]              # negative strides: copied first
+    np.testing.assert_array_equal(frame_to_input(flipped, 64, 64),
+                                  frame_to_input(np.ascontiguousarray(flipped), 64, 64))
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.zeros((10, 10), np.uint8), "H x W x 3"),
+    (np.zeros((10, 10, 4), np.uint8), "H x W x 3"),
+    (np.zeros((10, 10, 3), np.float32), "uint8"),
+    (np.zeros((0, 10, 3), np.uint8), "empty"),
+    ([[1, 2, 3]], "numpy array"),
+])
+def test_bad_frames_raise_image_error(bad, match: str) -> None:
+    with pytest.raises(ImageError, match=match):
+        frame_to_input(bad, 32, 32)
