@@ -8,6 +8,7 @@ transposed shapes training uses.
     python3 bench/gemm.py --threads 1 4   # other thread counts
     python3 bench/gemm.py --quick         # fewer repetitions
     python3 bench/gemm.py --kernel generic  # force a kernel (PYDARKNET_GEMM)
+    python3 bench/gemm.py --only 13x13      # the shapes whose label has "13x13"
 
 The GEMM sources are compiled here with the library's flags (no -march) into
 a temporary shared object called through ctypes.  OpenBLAS reads its
@@ -27,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "darknet_src", "src")
 INCLUDE = os.path.join(ROOT, "darknet_src", "include")
 LIB_SOURCES = ["pool.c", "error.c", "util.c", "activations.c"]
-CFLAGS = ["-std=gnu11", "-O3", "-fPIC", "-pthread", "-fno-math-errno"]
+CFLAGS = ["-std=gnu11", "-O3", "-fPIC", "-pthread", "-fno-math-errno", "-ffp-contract=off"]
 IDLE_PAUSE = 0.2  # seconds
 
 # (label, M, N, K, trans_a, trans_b)
@@ -155,9 +156,12 @@ def main():
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--kernel", choices=["generic", "avx2", "avx512"])
+    parser.add_argument("--only", metavar="TEXT", help="only the shapes whose label contains TEXT")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--lib", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.only:
+        SHAPES[:] = [shape for shape in SHAPES if args.only in shape[0]]
     if args.child:
         return run_child(args)
 
@@ -175,7 +179,8 @@ def main():
         results = {}
         for threads in args.threads:
             cmd = [sys.executable, os.path.abspath(__file__), "--child", str(threads),
-                   "--lib", lib_path] + (["--quick"] if args.quick else [])
+                   "--lib", lib_path] + (["--quick"] if args.quick else []) + \
+                  (["--only", args.only] if args.only else [])
             out = subprocess.run(cmd, env={**clean_env(threads), **env_kernel},
                                  capture_output=True, text=True, check=True)
             results[threads] = [json.loads(line) for line in out.stdout.splitlines()

@@ -2,7 +2,7 @@
  * or on shapes given on the command line.  Build from the repository root:
  *
  *   S=darknet_src/src
- *   gcc -std=gnu11 -O3 -pthread -fno-math-errno -Idarknet_src/include -I$S \
+ *   gcc -std=gnu11 -O3 -pthread -fno-math-errno -ffp-contract=off -Idarknet_src/include -I$S \
  *       $S/gemm*.c $S/pool.c $S/error.c $S/util.c $S/activations.c \
  *       bench/gemm_driver.c -lm -o gemm_driver
  *   ./gemm_driver THREADS [M N K TRANS_A TRANS_B]...

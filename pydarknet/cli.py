@@ -106,6 +106,95 @@ def detect(cfg: Path, weights: Path, images: tuple[Path, ...], names: Path | Non
                 cv2.imwrite(str(out), draw_detections(frame, found, detector.classes))
 
 
+@main.command("train")
+@click.argument("cfg", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--data", "data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The .data file (classes, train, names, backup).  Default: the .data "
+                   "beside the cfg with the same name (yolov2.cfg -> yolov2.data).")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Start from these weights (a checkpoint to resume, or a pretrained "
+                   "backbone such as darknet53.conv.74: the layers the file holds).")
+@click.option("--max-batches", type=click.IntRange(min=1), help="Override the cfg's max_batches.")
+@click.option("--seed", type=int, help="Seed everything random: a CPU run is then repeatable.")
+@click.option("--clear", is_flag=True,
+              help="Reset the images-seen counter of --weights (fine-tuning a pretrained model: "
+                   "its counter would otherwise already be past max_batches).")
+@click.option("--backup", type=click.Path(file_okay=False, path_type=Path),
+              help="Checkpoint folder (default: the .data's backup=, else ./backup).")
+@click.option("--backup-every", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Write <cfg>.backup every N iterations.")
+@click.option("--save-every", type=click.IntRange(min=1), default=10000, show_default=True,
+              help="Write <cfg>_<N>.weights every N iterations (and every 100 below 1000).")
+@click.option("--bad-labels", type=click.Choice(["error", "skip"]), default="error",
+              show_default=True,
+              help="Bad label lines or missing label files: stop before training, or leave "
+                   "them out.")
+@click.option("--no-augment", is_flag=True, help="Plain resize, no random augmentation.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="CPU threads (0 = all).")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def train_command(cfg: Path, data: Path | None, weights: Path | None, max_batches: int | None,
+                  seed: int | None, clear: bool, backup: Path | None, backup_every: int,
+                  save_every: int, bad_labels: str, no_augment: bool, threads: int,
+                  progress: bool) -> None:
+    """Train a detector (darknet's `detector train`).
+
+    Prints darknet's line every iteration with --no-progress, else a live
+    progress bar; writes checkpoints as darknet names them into the backup
+    folder (<cfg>.backup, <cfg>_<iter>.weights, <cfg>_final.weights),
+    a JSON-lines metrics log and a loss chart (PNG).  Ctrl-C saves
+    <cfg>.backup and stops; `--weights <cfg>.backup` resumes where it stopped.
+    """
+    from .train import IterationStats, TrainOptions, train
+
+    def report(stats: IterationStats) -> None:
+        if not progress:
+            click.echo(stats.darknet_line())
+            for s in stats.layers:
+                click.echo(f"Region Avg IOU: {s.avg_iou:f}, Class: {s.avg_class:f}, Obj: "
+                           f"{s.avg_obj:f}, No Obj: {s.avg_noobj:f}, Avg Recall: {s.recall:f},  "
+                           f"count: {s.count}")
+
+    options = TrainOptions(cfg=cfg, data=data, weights=weights, max_batches=max_batches,
+                           seed=seed, clear=clear, backup=backup, backup_every=backup_every,
+                           save_every=save_every, bad_labels=bad_labels,  # type: ignore[arg-type]
+                           augment=not no_augment, threads=threads, progress=progress)
+    result = train(options, on_iteration=report)
+    if result.interrupted:
+        click.echo(f"interrupted at iteration {result.iterations}: saved "
+                   f"{result.checkpoints[-1]}; resume with --weights {result.checkpoints[-1]}")
+    else:
+        click.echo(f"done: {result.iterations} iterations, avg loss {result.avg_loss:.4f}, "
+                   f"weights {result.final_weights}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"),
+              show_default=True, help="Where the dataset, model and results go.")
+@click.option("--quick", is_flag=True, help="A smaller run (a minute or two; for CI).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def demo(out: Path, quick: bool, seed: int, threads: int, progress: bool) -> None:
+    """Train a small YOLOv2-style detector on generated shapes, on the CPU.
+
+    Generates a dataset (COCO format), converts it with the COCO converter,
+    computes anchors, trains for a few minutes, reports mAP@0.5 on held-out
+    images and saves annotated detections and the loss chart.
+    """
+    from .demo import run_demo
+
+    result = run_demo(out, quick=quick, seed=seed, threads=threads, progress=progress,
+                      say=click.echo)
+    click.echo(f"cfg:          {result.cfg}")
+    click.echo(f"data:         {result.data}")
+    click.echo(f"weights:      {result.weights}")
+    click.echo(f"loss chart:   {result.chart}")
+    click.echo(f"metrics log:  {result.metrics}")
+    click.echo(f"predictions:  {result.predictions}")
+    click.echo(f"mAP@0.5 = {result.map50:.4f}")
+
+
 register_data_commands(main)
 
 

@@ -73,6 +73,40 @@ class NetworkInfo:
     threads: int
 
 
+@dataclass(frozen=True)
+class DetectionLayerStats:
+    """darknet's per-layer training line: Avg IOU, Class, Obj, No Obj, Avg
+    Recall (IoU > .5), recall at .75, and how many truths were matched."""
+
+    layer: int
+    avg_iou: float
+    avg_class: float
+    avg_obj: float
+    avg_noobj: float
+    recall: float
+    recall75: float
+    count: int
+
+
+@dataclass(frozen=True)
+class TrainStepResult:
+    loss: float
+    learning_rate: float
+    batch_num: int
+    seen: int
+    layers: tuple[DetectionLayerStats, ...]
+
+    @classmethod
+    def from_c(cls, raw: Any) -> "TrainStepResult":
+        layers = tuple(DetectionLayerStats(
+            layer=s.layer, avg_iou=float(s.avg_iou), avg_class=float(s.avg_class),
+            avg_obj=float(s.avg_obj), avg_noobj=float(s.avg_noobj), recall=float(s.recall),
+            recall75=float(s.recall75), count=int(s.count))
+            for s in (raw.layers[k] for k in range(raw.n_layers)))
+        return cls(loss=float(raw.loss), learning_rate=float(raw.learning_rate),
+                   batch_num=int(raw.batch_num), seen=int(raw.seen), layers=layers)
+
+
 class Network:
     """A darknet network built by the C engine.
 
@@ -327,6 +361,129 @@ class Network:
             return view.copy()
         view.flags.writeable = False
         return view
+
+    # ---- training ---------------------------------------------------------------------------
+
+    def _training_arrays(self, images: np.ndarray, truth: np.ndarray | None,
+                         n_images: int) -> tuple[Any, Any, list[np.ndarray]]:
+        info = self.info
+        x = np.ascontiguousarray(images, dtype=np.float32)
+        if x.size != n_images * info.inputs:
+            raise ArgumentError(f"expected {n_images} images of {info.channels}x{info.height}x"
+                                f"{info.width} ({n_images * info.inputs} floats), got shape {x.shape}")
+        keep = [x]
+        truth_ptr = ffi.NULL
+        size = self.truth_size
+        if size:
+            if truth is None:
+                raise ArgumentError("this network's loss layers need truth")
+            y = np.ascontiguousarray(truth, dtype=np.float32)
+            if y.size != n_images * size:
+                raise ArgumentError(f"expected truth of {n_images} x {size} floats, got shape "
+                                    f"{y.shape}")
+            keep.append(y)
+            truth_ptr = ffi.from_buffer("float[]", y)
+        return ffi.from_buffer("float[]", x), truth_ptr, keep
+
+    @property
+    def truth_size(self) -> int:
+        """Truth floats per image the loss layers read (5 per box: x, y, w, h, class)."""
+        return int(lib.dn_network_truth_size(self.handle))
+
+    @property
+    def images_per_step(self) -> int:
+        """Images one train_step consumes: batch * subdivisions."""
+        return int(lib.dn_network_images_per_step(self.handle))
+
+    @property
+    def current_batch(self) -> int:
+        """darknet's iteration number: seen / (batch * subdivisions)."""
+        return int(lib.dn_network_current_batch(self.handle))
+
+    def learning_rate(self, batch_num: int | None = None) -> float:
+        """darknet's get_current_rate at `batch_num` (default: now)."""
+        with self._lock:
+            n = self.current_batch if batch_num is None else batch_num
+            return float(lib.dn_network_learning_rate(self.handle, n))
+
+    def train_params(self) -> dict[str, float | int]:
+        raw = ffi.new("dn_train_params *")
+        check(lib.dn_network_get_train_params(self.handle, raw))
+        return {name: getattr(raw, name) for name in (
+            "learning_rate", "momentum", "decay", "batch", "subdivisions", "max_batches",
+            "burn_in", "power", "jitter", "hue", "saturation", "exposure", "angle", "random",
+            "max_boxes")}
+
+    def set_max_batches(self, max_batches: int) -> None:
+        with self._lock:
+            check(lib.dn_network_set_max_batches(self.handle, max_batches))
+
+    def seed(self, seed: int) -> None:
+        """Seed the engine's generator (initial weights, dropout, random policy)."""
+        with self._lock:
+            check(lib.dn_network_seed(self.handle, seed))
+
+    def train_step(self, images: np.ndarray, truth: np.ndarray | None) -> "TrainStepResult":
+        """darknet's train_network on batch * subdivisions images: one
+        forward/backward per subdivision, then one SGD update."""
+        with self._lock:
+            x, y, keep = self._training_arrays(images, truth, self.images_per_step)
+            raw = ffi.new("dn_train_result *")
+            check(lib.dn_network_train_step(self.handle, x, y, raw))
+            del keep
+            return TrainStepResult.from_c(raw)
+
+    def forward_backward(self, images: np.ndarray, truth: np.ndarray | None) -> float:
+        """One training-mode forward/backward on `batch` images; gradients are
+        accumulated (not applied).  Returns darknet's cost."""
+        with self._lock:
+            x, y, keep = self._training_arrays(images, truth, self.info.batch)
+            loss = ffi.new("float *")
+            check(lib.dn_network_forward_backward(self.handle, x, y, loss))
+            del keep
+            return float(loss[0])
+
+    def update(self) -> float:
+        """Apply the accumulated gradients (darknet's SGD); returns the rate."""
+        with self._lock:
+            rate = ffi.new("float *")
+            check(lib.dn_network_update(self.handle, rate))
+            return float(rate[0])
+
+    def zero_grads(self) -> None:
+        with self._lock:
+            check(lib.dn_network_zero_grads(self.handle))
+
+    def grads(self, index: int) -> dict[str, np.ndarray]:
+        """Views of layer `index`'s accumulated gradients (negative, darknet's
+        sign: what the update adds), same keys and layout as params()."""
+        result: dict[str, np.ndarray] = {}
+        data = ffi.new("float **")
+        count = ffi.new("size_t *")
+        for name in ("biases", "scales", "weights"):
+            check(lib.dn_network_layer_grad(self.handle, index, PARAM_KINDS[name], data, count))
+            if count[0]:
+                result[name] = np.frombuffer(ffi.buffer(data[0], count[0] * 4), dtype=np.float32)
+        return result
+
+    def delta(self, index: int) -> np.ndarray:
+        """Copy of layer `index`'s delta (negative gradient of the loss with
+        respect to its output) after the last forward/backward."""
+        data = ffi.new("const float **")
+        count = ffi.new("size_t *")
+        check(lib.dn_network_layer_delta(self.handle, index, data, count))
+        if not count[0]:
+            raise ArgumentError("the network was built for inference: no deltas")
+        layer = self.layer(index)
+        return self._view(data[0], (self.info.batch, *layer.output_shape), True)
+
+    def input_delta(self) -> np.ndarray:
+        """Negative gradient of the loss w.r.t. the network input after the
+        last backward (kept from the first call of this method on)."""
+        data = ffi.new("const float **")
+        count = ffi.new("size_t *")
+        check(lib.dn_network_input_delta(self.handle, data, count))
+        return self._view(data[0], self.input_shape, True)
 
     def __repr__(self) -> str:
         try:

@@ -18,7 +18,7 @@ INCLUDE = os.path.join(ROOT, "darknet_src", "include")
 TEST_SOURCE = os.path.join(ROOT, "tests", "c", "test_gemm.c")
 LIBRARY_SOURCES = ["pool.c", "error.c", "util.c", "activations.c"]
 # the library's own flags (darknet_src/Makefile), without -fvisibility
-CFLAGS = ["-std=gnu11", "-pthread", "-fno-math-errno", "-Wall", "-Wextra",
+CFLAGS = ["-std=gnu11", "-pthread", "-fno-math-errno", "-ffp-contract=off", "-Wall", "-Wextra",
           "-Wno-unused-parameter"]
 
 

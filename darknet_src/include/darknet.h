@@ -175,6 +175,83 @@ dn_status dn_network_save_weights(dn_network *net, const char *path);
 dn_status dn_network_set_seen(dn_network *net, int64_t seen);
 
 /* ------------------------------------------------------------------ */
+/* Training (networks created with params.train = 1)                   */
+/*
+ * darknet's scheme: an update consumes batch * subdivisions images, in
+ * `subdivisions` forward/backward passes of `batch` images (the network's
+ * batch); `seen` counts images and the current batch number is
+ * seen / (batch * subdivisions).  Gradients are accumulated by
+ * dn_network_forward_backward and applied by dn_network_update, so a
+ * data-parallel trainer can reduce them in between.                    */
+
+/* Statistics of one [region] or [yolo] layer (darknet's training line). */
+typedef struct {
+    int layer;                /* layer index */
+    float avg_iou, avg_class, avg_obj, avg_noobj, recall, recall75;
+    int count;                /* truths matched */
+} dn_layer_stats;
+
+typedef struct {
+    float loss;               /* darknet's: mean cost of the loss layers per image */
+    float learning_rate;      /* rate of the update made (0 if none) */
+    int64_t batch_num;        /* current batch (iteration) after the step */
+    int64_t seen;             /* images seen after the step */
+    int updated;              /* 1 if the step ended with an update */
+    int n_layers;             /* entries used in `layers` */
+    dn_layer_stats layers[8]; /* per detection layer, averaged over the step */
+} dn_train_result;
+
+/* One forward/backward pass of net->batch images in training mode:
+ * seen += batch, losses against `truth` (see dn_network_truth_size), and the
+ * gradients ADDED to the gradient buffer.  *loss gets darknet's cost (mean
+ * over loss layers, summed over the batch).  A non-finite loss is
+ * DN_ERR_NUMERIC naming the first layer whose output is not finite. */
+dn_status dn_network_forward_backward(dn_network *net, const float *input, const float *truth,
+                                      float *loss);
+
+/* One SGD step with darknet's rule and learning-rate schedule at the
+ * current batch number; gradients are consumed (zeroed).  Checks that the
+ * parameters stay finite. */
+dn_status dn_network_update(dn_network *net, float *learning_rate);
+
+/* darknet's train_network on batch * subdivisions images: `subdivisions`
+ * forward/backward passes, then one update. */
+dn_status dn_network_train_step(dn_network *net, const float *input, const float *truth,
+                                dn_train_result *out);
+
+/* darknet's get_current_rate for a batch number (policy, burn_in). */
+float dn_network_learning_rate(dn_network *net, int64_t batch_num);
+int64_t dn_network_current_batch(const dn_network *net);
+/* Truth floats per image the loss layers read (5 per box for region/yolo). */
+int dn_network_truth_size(const dn_network *net);
+/* Images one dn_network_train_step consumes: batch * subdivisions. */
+int dn_network_images_per_step(const dn_network *net);
+/* Hyper-parameters of [net] (darknet's names). */
+typedef struct {
+    float learning_rate, momentum, decay;
+    int batch, subdivisions, max_batches, burn_in;
+    float power;
+    float jitter, hue, saturation, exposure, angle;
+    int random;               /* multi-scale training (last layer's random=) */
+    int max_boxes;            /* truths per image the loss layer reads */
+} dn_train_params;
+dn_status dn_network_get_train_params(const dn_network *net, dn_train_params *out);
+dn_status dn_network_set_max_batches(dn_network *net, int max_batches);
+
+/* Gradient views (same layout as dn_network_layer_param; rolling stats have
+ * none) and the delta (negative gradient of the loss w.r.t. a layer's
+ * output) after the last backward. */
+dn_status dn_network_layer_grad(dn_network *net, int index, dn_param_kind kind, float **data,
+                                size_t *n);
+dn_status dn_network_layer_delta(const dn_network *net, int index, const float **data, size_t *n);
+/* Keep the delta of the network input (for gradient checks): after each
+ * backward it holds the negative gradient w.r.t. the input. */
+dn_status dn_network_input_delta(dn_network *net, const float **data, size_t *n);
+dn_status dn_network_zero_grads(dn_network *net);
+/* Seed the generator used by dropout, crop and the random policy. */
+dn_status dn_network_seed(dn_network *net, uint64_t seed);
+
+/* ------------------------------------------------------------------ */
 /* Images                                                              */
 
 /* A frame as OpenCV gives it: height x width x 3 uint8, BGR, rows
@@ -194,6 +271,26 @@ typedef enum {
  * resize (letterboxed or plain).  `out` holds 3*out_w*out_h floats. */
 dn_status dn_frame_to_input(const dn_frame *frame, int out_w, int out_h, dn_resize_mode mode,
                             float *out);
+
+/* darknet's detection data augmentation (load_data_detection) for one
+ * image: random aspect jitter (+-jitter), scale in [.25, 2], placement,
+ * hue/saturation/exposure distortion, horizontal flip; the boxes follow.
+ * `labels` holds n_labels rows (class, x, y, w, h) of a darknet label file
+ * (relative to the image).  Writes 3*out_h*out_w floats (CHW RGB) and
+ * max_boxes rows (x, y, w, h, class) of truth, zero-padded (a zero x ends
+ * the list, as darknet reads it).  augment = 0: a plain resize with no
+ * randomness and the boxes unchanged.  The same seed gives the same
+ * sample. */
+typedef struct {
+    int augment;
+    float jitter, hue, saturation, exposure;
+    int flip;                 /* allow random horizontal flips (darknet: 1) */
+    int max_boxes;
+} dn_augment_params;
+
+dn_status dn_detection_sample(const dn_frame *frame, const float *labels, int n_labels,
+                              int out_w, int out_h, const dn_augment_params *params,
+                              uint64_t seed, float *image_out, float *truth_out);
 
 /* darknet's resize_image on a CHW float image. */
 dn_status dn_image_resize(const float *in, int w, int h, int c, int out_w, int out_h,

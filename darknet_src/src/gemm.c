@@ -120,10 +120,18 @@ static int buffer_keys_ok;
 static pthread_once_t buffer_keys_once = PTHREAD_ONCE_INIT;
 static _Thread_local thread_buffer thread_buffers[BUFFER_KINDS];
 
+/* Key destructor, run by the exiting thread: forget the buffer, free it. */
+static void free_thread_buffer(void *data)
+{
+    for (int kind = 0; kind < BUFFER_KINDS; kind++)
+        if (thread_buffers[kind].data == data) thread_buffers[kind] = (thread_buffer){NULL, 0};
+    free(data);
+}
+
 static void make_buffer_keys(void)
 {
-    buffer_keys_ok = pthread_key_create(&buffer_keys[PRIVATE_BUFFER], free) == 0 &&
-                     pthread_key_create(&buffer_keys[SHARED_BUFFER], free) == 0;
+    buffer_keys_ok = pthread_key_create(&buffer_keys[PRIVATE_BUFFER], free_thread_buffer) == 0 &&
+                     pthread_key_create(&buffer_keys[SHARED_BUFFER], free_thread_buffer) == 0;
 }
 
 /* This thread's buffer `kind` of at least `floats` floats (64-byte aligned), or NULL. */

@@ -81,9 +81,6 @@ K_ATTR static inline void FN(transpose8_store)(const float *const src[8], int k,
 /* Packed slivers are GEMM_SLIVER_PAD floats longer than their data so that
  * consecutive slivers do not start at the same offset modulo 4 KiB (which
  * would put the same row of every sliver in one L1 set). */
-/* how many rows ahead row-wise packing prefetches */
-#define K_PREFETCH_ROWS 4
-
 #define A_SLIVER(kc) ((size_t)MR * (kc) + GEMM_SLIVER_PAD)
 #define B_SLIVER(kc) ((size_t)NR * (kc) + GEMM_SLIVER_PAD)
 
@@ -132,8 +129,6 @@ K_ATTR static void FN(pack_a)(int trans, const float *A, int lda, int first, int
      * contiguous values to each sliver */
     const float *src = A + (size_t)k0 * lda + first;
     for (int k = 0; k < kc; k++, src += lda) {
-        if (k + K_PREFETCH_ROWS < kc) /* short rows far apart: help the prefetcher */
-            for (int j = 0; j < count; j += 16) __builtin_prefetch(src + (size_t)K_PREFETCH_ROWS * lda + j);
         float *dst = out + (size_t)k * MR;
         int s = 0;
 #if K_HAS_AVX && MR <= 8
@@ -377,11 +372,31 @@ K_ATTR static void FN(gemv)(int trans_b, const float *a, const float *B, int ldb
         return;
     }
     /* op(B)[k][j] = B[k * ldb + j]: the rows of B weighted by a[k] added up
-     * in sums, each row read once from start to end */
+     * in sums, in order, four rows at a time (four memory streams, each row
+     * read from start to end) */
     const int vectors = count / VW;
     for (int j = 0; j < count; j++) sums[j] = 0.f;
     const float *row = B + first;
-    for (int k = 0; k < K; k++, row += ldb) {
+    int k = 0;
+    for (; k + 4 <= K; k += 4, row += 4 * (size_t)ldb) {
+        const float *r1 = row + ldb, *r2 = r1 + ldb, *r3 = r2 + ldb;
+        const vec a0 = v_set1(a[k]), a1 = v_set1(a[k + 1]);
+        const vec a2 = v_set1(a[k + 2]), a3 = v_set1(a[k + 3]);
+        for (int v = 0; v < vectors; v++) {
+            vec x = v_fma(a0, v_load(row + v * VW), v_load(sums + v * VW));
+            x = v_fma(a1, v_load(r1 + v * VW), x);
+            x = v_fma(a2, v_load(r2 + v * VW), x);
+            v_store(sums + v * VW, v_fma(a3, v_load(r3 + v * VW), x));
+        }
+        for (int j = vectors * VW; j < count; j++) {
+            float x = sums[j];
+            x += a[k] * row[j];
+            x += a[k + 1] * r1[j];
+            x += a[k + 2] * r2[j];
+            sums[j] = x + a[k + 3] * r3[j];
+        }
+    }
+    for (; k < K; k++, row += ldb) {
         const vec ak = v_set1(a[k]);
         for (int v = 0; v < vectors; v++)
             v_store(sums + v * VW, v_fma(ak, v_load(row + v * VW), v_load(sums + v * VW)));

@@ -318,6 +318,11 @@ static dn_status allocate_activations(dn_network *net)
     dn_free(net->input);
     dn_free(net->truth);
     net->truth = NULL;
+    if (net->input_delta) {
+        dn_free(net->input_delta);
+        net->input_delta = dn_alloc_floats((size_t)net->batch * net->inputs, "input delta");
+        if (!net->input_delta) return DN_ERR_OOM;
+    }
     net->workspace = dn_alloc_floats(workspace, "workspace");
     net->workspace_size = workspace;
     net->input = dn_alloc_floats((size_t)net->batch * net->inputs, "network input");
@@ -426,6 +431,7 @@ DN_API void dn_network_free(dn_network *net)
     dn_free(net->input);
     dn_free(net->truth);
     dn_free(net->workspace);
+    dn_free(net->input_delta);
     dn_pool_free(net->pool);
     free(net->hp.steps);
     free(net->hp.scales);

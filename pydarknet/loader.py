@@ -1,0 +1,237 @@
+"""Detection training data: darknet's image lists and labels, augmented in C
+by darknet's recipe, assembled into batches by a background thread.
+
+Images are decoded with OpenCV (which releases the GIL) and augmented by the
+engine (`dn_detection_sample`, GIL released), so the next batch is prepared
+while the network trains on the current one.  Everything random comes from
+the run's seed: which images (drawn with replacement, as darknet's
+get_random_paths), each sample's augmentation (a seed per sample), and the
+multi-scale sizes, so a seeded run is repeatable whatever the thread timing.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from ._ffi import check, ffi, lib
+from .data import Problem, parse_labels, read_image_list
+from .detect import _frame_struct
+from .errors import DarknetIOError, DataError, ImageError
+
+BadLabels = Literal["error", "skip"]
+_SEED_MIX = 0x9E3779B97F4A7C15
+
+
+@dataclass
+class Sample:
+    image: Path
+    labels: np.ndarray  # (n, 5): class, x, y, w, h
+
+
+class DetectionDataset:
+    """The images of a darknet list and their labels, checked up front.
+
+    bad_labels="error" (default) raises DataError listing every problem
+    (file and line) before training starts; "skip" leaves bad lines (and
+    images whose label file is missing) out and keeps the count in
+    `skipped`."""
+
+    def __init__(self, list_file: str | os.PathLike[str], classes: int, *,
+                 bad_labels: BadLabels = "error", cache_bytes: int = 1 << 30) -> None:
+        entries = read_image_list(list_file)
+        if not entries:
+            raise DataError(f"{list_file}: the image list is empty")
+        self.samples: list[Sample] = []
+        self.problems: list[Problem] = []
+        for entry in entries:
+            if entry.label is None:
+                self.problems.append(Problem(Path(list_file), entry.line,
+                                             f"'{entry.text}' has no image extension"))
+                continue
+            try:
+                text = entry.label.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                self.problems.append(Problem(entry.label, 0, f"label file missing or unreadable "
+                                                             f"(for {entry.image})"))
+                continue
+            labels, problems = parse_labels(text, entry.label, classes)
+            self.problems.extend(problems)
+            self.samples.append(Sample(entry.image, labels))
+        if self.problems and bad_labels == "error":
+            shown = "\n".join(str(p) for p in self.problems[:20])
+            more = f"\n... and {len(self.problems) - 20} more" if len(self.problems) > 20 else ""
+            raise DataError(f"{len(self.problems)} problem(s) in the training labels "
+                            f"(use --bad-labels skip to leave them out):\n{shown}{more}")
+        if not self.samples:
+            raise DataError(f"{list_file}: no usable images")
+        self.skipped = len(self.problems)
+        self._cache: dict[int, np.ndarray] = {}
+        self._cache_left = cache_bytes
+        self._cache_lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def frame(self, index: int) -> np.ndarray:
+        """Decoded BGR pixels of image `index` (kept in memory while the
+        cache budget lasts: small datasets are decoded once)."""
+        cached = self._cache.get(index)
+        if cached is not None:
+            return cached
+        import cv2
+
+        path = self.samples[index].image
+        frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if frame is None:
+            if not path.exists():
+                raise DarknetIOError(f"training image not found: {path}")
+            raise ImageError(f"cannot decode training image: {path}")
+        with self._cache_lock:
+            if frame.nbytes <= self._cache_left:
+                self._cache[index] = frame
+                self._cache_left -= frame.nbytes
+        return frame
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """darknet's augmentation settings (from [net] and the last layer)."""
+
+    enabled: bool = True
+    jitter: float = .2
+    hue: float = 0.
+    saturation: float = 1.
+    exposure: float = 1.
+    flip: bool = True
+
+
+@dataclass
+class Batch:
+    images: np.ndarray  # (n, 3, h, w) float32
+    truth: np.ndarray   # (n, truth_size) float32
+    width: int
+    height: int
+    step: int
+
+
+def sample_seed(seed: int, sample_index: int) -> int:
+    """A well-mixed 64-bit seed for one sample."""
+    return (seed * _SEED_MIX + sample_index * 0xBF58476D1CE4E5B9 + 1) & 0xFFFFFFFFFFFFFFFF
+
+
+class ScaleSchedule:
+    """darknet's multi-scale training: every 10 steps a new square size
+    (10..19) * 32 = 320..608, and 608 for the last 200 batches; a fixed size
+    when random=0.  Deterministic for a seed."""
+
+    def __init__(self, random: bool, width: int, height: int, seed: int, max_batches: int) -> None:
+        self.random = random
+        self.base = (width, height)
+        self.max_batches = max_batches
+        self._rng = np.random.default_rng(seed ^ 0x5EED)
+        self._sizes: list[tuple[int, int]] = []
+
+    def size(self, step: int, batch_num: int) -> tuple[int, int]:
+        """Input size for the `step`-th step of this run (at batch_num)."""
+        if not self.random:
+            return self.base
+        while len(self._sizes) <= step // 10:
+            dim = int((self._rng.integers(0, 10) + 10) * 32)
+            self._sizes.append((dim, dim))
+        if batch_num + 200 > self.max_batches:
+            return (608, 608)
+        return self._sizes[step // 10]
+
+
+class BatchLoader:
+    """Prepares batches in a background thread, `prefetch` ahead."""
+
+    def __init__(self, dataset: DetectionDataset, images_per_step: int, truth_size: int,
+                 max_boxes: int, augmentation: Augmentation, schedule: ScaleSchedule,
+                 seed: int, *, prefetch: int = 2, first_step: int = 0,
+                 first_batch_num: int = 0, steps_per_batch: int = 1) -> None:
+        self.dataset = dataset
+        self.n = images_per_step
+        self.truth_size = truth_size
+        self.max_boxes = max_boxes
+        self.augmentation = augmentation
+        self.schedule = schedule
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self._queue: queue.Queue[Batch | BaseException] = queue.Queue(maxsize=prefetch)
+        self._stop = threading.Event()
+        self._step = first_step
+        self._batch_num = first_batch_num
+        self._steps_per_batch = steps_per_batch
+        self._thread = threading.Thread(target=self._run, name="pydarknet-loader", daemon=True)
+        self._thread.start()
+
+    def _params(self) -> object:
+        p = ffi.new("dn_augment_params *")
+        a = self.augmentation
+        p.augment = 1 if a.enabled else 0
+        p.jitter, p.hue, p.saturation, p.exposure = a.jitter, a.hue, a.saturation, a.exposure
+        p.flip = 1 if a.flip else 0
+        p.max_boxes = self.max_boxes
+        return p
+
+    def make_batch(self, step: int, batch_num: int) -> Batch:
+        """The batch of a given step (used by the thread; deterministic)."""
+        width, height = self.schedule.size(step, batch_num)
+        images = np.empty((self.n, 3, height, width), np.float32)
+        truth = np.zeros((self.n, self.truth_size), np.float32)
+        indexes = self._rng.integers(0, len(self.dataset), size=self.n)
+        params = self._params()
+        slot = ffi.new("dn_frame *")
+        box_floats = self.max_boxes * 5
+        for i, index in enumerate(indexes):
+            sample = self.dataset.samples[int(index)]
+            frame = _frame_struct(self.dataset.frame(int(index)), slot)
+            labels = np.ascontiguousarray(sample.labels, np.float32)
+            truth_row = np.zeros(box_floats, np.float32)
+            check(lib.dn_detection_sample(
+                slot, ffi.from_buffer("float[]", labels) if len(labels) else ffi.NULL,
+                len(labels), width, height, params,
+                sample_seed(self.seed, step * self.n + i),
+                ffi.from_buffer("float[]", images[i]), ffi.from_buffer("float[]", truth_row)))
+            truth[i, :min(box_floats, self.truth_size)] = truth_row[:self.truth_size]
+            del frame
+        return Batch(images, truth, width, height, step)
+
+    def _run(self) -> None:
+        step, batch_num = self._step, self._batch_num
+        try:
+            while not self._stop.is_set():
+                batch = self.make_batch(step, batch_num)
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(batch, timeout=.1)
+                        break
+                    except queue.Full:
+                        continue
+                step += 1
+                batch_num += self._steps_per_batch
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._queue.put(exc)
+
+    def next(self) -> Batch:
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Stop the thread (no thread is left running)."""
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            self._thread.join(timeout=.1)
