@@ -132,11 +132,26 @@ def detect(cfg: Path, weights: Path, images: tuple[Path, ...], names: Path | Non
 @click.option("--no-augment", is_flag=True, help="Plain resize, no random augmentation.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="CPU threads (0 = all).")
+@click.option("--replicas", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Data-parallel training over N CPU replicas (each its own threads).")
+@click.option("--gpus", help="Comma-separated GPU ordinals, one replica each (CUDA builds), "
+                             "e.g. --gpus 0,1,2,3.")
+@click.option("--sync", type=click.Choice(["darknet", "allreduce"]), default="darknet",
+              show_default=True,
+              help="darknet: per-replica updates, weights averaged every --sync-every "
+                   "iterations, learning rate x N (darknet's -gpus).  allreduce: gradients "
+                   "summed every iteration (the same as one replica with the whole batch).")
+@click.option("--sync-every", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--sync-bn-stats/--no-sync-bn-stats", default=True, show_default=True,
+              help="Also average the batch-norm rolling statistics (darknet keeps replica 0's).")
+@click.option("--warmup-single", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Train the first K iterations on one replica, then copy it to all.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def train_command(cfg: Path, data: Path | None, weights: Path | None, max_batches: int | None,
                   seed: int | None, clear: bool, backup: Path | None, backup_every: int,
                   save_every: int, bad_labels: str, no_augment: bool, threads: int,
-                  progress: bool) -> None:
+                  replicas: int, gpus: str | None, sync: str, sync_every: int,
+                  sync_bn_stats: bool, warmup_single: int, progress: bool) -> None:
     """Train a detector (darknet's `detector train`).
 
     Prints darknet's line every iteration with --no-progress, else a live
@@ -150,15 +165,33 @@ def train_command(cfg: Path, data: Path | None, weights: Path | None, max_batche
     def report(stats: IterationStats) -> None:
         if not progress:
             click.echo(stats.darknet_line())
+            if len(stats.replica_images_per_second) > 1:
+                click.echo("replicas: " + ", ".join(
+                    f"{v:.1f} img/s" for v in stats.replica_images_per_second)
+                    + f"; sync {stats.sync_seconds * 1000:.1f} ms")
             for s in stats.layers:
                 click.echo(f"Region Avg IOU: {s.avg_iou:f}, Class: {s.avg_class:f}, Obj: "
                            f"{s.avg_obj:f}, No Obj: {s.avg_noobj:f}, Avg Recall: {s.recall:f},  "
                            f"count: {s.count}")
 
+    gpu_list = _parse_gpus(gpus)
+    n = len(gpu_list) if gpu_list else replicas
+    if n > 1:
+        click.echo(f"data-parallel training on {n} {'GPUs' if gpu_list else 'CPU replicas'}, "
+                   f"sync={sync}" + (
+                       f" every {sync_every} iterations: learning rate x {n} (darknet), seen "
+                       f"grows by {sync_every} x {n - 1} x batch x subdivisions at each sync"
+                       if sync == "darknet" else
+                       f": gradients summed each iteration over {n} x batch x subdivisions "
+                       f"images") + (f"; first {warmup_single} iterations on one replica"
+                                     if warmup_single else ""))
     options = TrainOptions(cfg=cfg, data=data, weights=weights, max_batches=max_batches,
                            seed=seed, clear=clear, backup=backup, backup_every=backup_every,
                            save_every=save_every, bad_labels=bad_labels,  # type: ignore[arg-type]
-                           augment=not no_augment, threads=threads, progress=progress)
+                           augment=not no_augment, threads=threads, progress=progress,
+                           replicas=replicas, gpus=gpu_list, sync=sync,  # type: ignore[arg-type]
+                           sync_every=sync_every, sync_bn_stats=sync_bn_stats,
+                           warmup_single=warmup_single)
     result = train(options, on_iteration=report)
     if result.interrupted:
         click.echo(f"interrupted at iteration {result.iterations}: saved "
@@ -166,6 +199,25 @@ def train_command(cfg: Path, data: Path | None, weights: Path | None, max_batche
     else:
         click.echo(f"done: {result.iterations} iterations, avg loss {result.avg_loss:.4f}, "
                    f"weights {result.final_weights}")
+
+
+def _parse_gpus(gpus: str | None) -> tuple[int, ...] | None:
+    """--gpus 0,1,2,3 -> (0, 1, 2, 3); a CPU build says how to train instead."""
+    if not gpus:
+        return None
+    from ._ffi import lib
+    from .errors import ArgumentError, UnsupportedError
+
+    try:
+        ordinals = tuple(int(g) for g in gpus.split(",") if g.strip())
+    except ValueError:
+        raise ArgumentError(f"--gpus takes comma-separated GPU numbers, got {gpus!r}") from None
+    if not lib.dn_built_with_cuda():
+        raise UnsupportedError(f"--gpus {gpus}: this pydarknet was built without CUDA "
+                               f"(reinstall with PYDARKNET_CUDA=1 on a machine with nvcc); "
+                               f"to train data-parallel on the CPU use --replicas "
+                               f"{len(ordinals)}")
+    return ordinals
 
 
 @main.command()

@@ -150,14 +150,21 @@ class ScaleSchedule:
 
 
 class BatchLoader:
-    """Prepares batches in a background thread, `prefetch` ahead."""
+    """Prepares batches in a background thread, `prefetch` ahead.
+
+    A step takes `images_per_step` images per replica: `replicas` shares,
+    or one share during the first `warmup_steps` steps (the single-replica
+    warm-up of data-parallel training)."""
 
     def __init__(self, dataset: DetectionDataset, images_per_step: int, truth_size: int,
                  max_boxes: int, augmentation: Augmentation, schedule: ScaleSchedule,
                  seed: int, *, prefetch: int = 2, first_step: int = 0,
-                 first_batch_num: int = 0, steps_per_batch: int = 1) -> None:
+                 first_batch_num: int = 0, steps_per_batch: int = 1, replicas: int = 1,
+                 warmup_steps: int = 0) -> None:
         self.dataset = dataset
-        self.n = images_per_step
+        self.share = images_per_step
+        self.replicas = replicas
+        self.warmup_steps = warmup_steps
         self.truth_size = truth_size
         self.max_boxes = max_boxes
         self.augmentation = augmentation
@@ -181,12 +188,19 @@ class BatchLoader:
         p.max_boxes = self.max_boxes
         return p
 
+    def images_for(self, step: int) -> int:
+        """Images of step `step` (one share per replica taking part)."""
+        if self.replicas > 1 and step < self.warmup_steps:
+            return self.share
+        return self.share * self.replicas
+
     def make_batch(self, step: int, batch_num: int) -> Batch:
         """The batch of a given step (used by the thread; deterministic)."""
         width, height = self.schedule.size(step, batch_num)
-        images = np.empty((self.n, 3, height, width), np.float32)
-        truth = np.zeros((self.n, self.truth_size), np.float32)
-        indexes = self._rng.integers(0, len(self.dataset), size=self.n)
+        n = self.images_for(step)
+        images = np.empty((n, 3, height, width), np.float32)
+        truth = np.zeros((n, self.truth_size), np.float32)
+        indexes = self._rng.integers(0, len(self.dataset), size=n)
         params = self._params()
         slot = ffi.new("dn_frame *")
         box_floats = self.max_boxes * 5
@@ -198,7 +212,7 @@ class BatchLoader:
             check(lib.dn_detection_sample(
                 slot, ffi.from_buffer("float[]", labels) if len(labels) else ffi.NULL,
                 len(labels), width, height, params,
-                sample_seed(self.seed, step * self.n + i),
+                sample_seed(self.seed, step * self.share * self.replicas + i),
                 ffi.from_buffer("float[]", images[i]), ffi.from_buffer("float[]", truth_row)))
             truth[i, :min(box_floats, self.truth_size)] = truth_row[:self.truth_size]
             del frame

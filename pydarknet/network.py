@@ -143,14 +143,25 @@ class Network:
         if weights is not None:
             self.load_weights(weights)
 
+    @classmethod
+    def _borrowed(cls, handle: Any, owner: object, cfg: PathLike) -> "Network":
+        """A view of a network owned by something else (a trainer's replica):
+        it is freed with its owner, never by this object."""
+        net = cls.__new__(cls)
+        net._lock = threading.RLock()
+        net.cfg_path = Path(cfg)
+        net._handle = handle
+        net._owner = owner
+        return net
+
     # ---- lifetime -------------------------------------------------------------
 
     def close(self) -> None:
         """Free the C network now (also happens when the object is collected)."""
         with self._lock:
-            if self._handle is not None:
+            if self._handle is not None and getattr(self, "_owner", None) is None:
                 ffi.release(self._handle)
-                self._handle = None
+            self._handle = None
 
     def __enter__(self) -> "Network":
         return self

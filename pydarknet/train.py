@@ -35,6 +35,7 @@ from .data import DataConfig, read_data_file
 from .errors import ArgumentError, DataError, TrainingInterrupted
 from .loader import Augmentation, BatchLoader, DetectionDataset, ScaleSchedule
 from .network import DetectionLayerStats, Network
+from .replicas import Trainer
 
 PathLike = str | os.PathLike[str]
 
@@ -58,6 +59,12 @@ class TrainOptions:
     chart: bool = True                 # <backup>/<cfg>.loss.png
     chart_every: float = 30.0          # seconds between chart redraws
     early_saves: bool = True           # darknet's extra saves every 100 below 1000
+    replicas: int = 1                  # data-parallel CPU replicas
+    gpus: tuple[int, ...] | None = None  # one replica per GPU (CUDA builds)
+    sync: Literal["darknet", "allreduce"] = "darknet"
+    sync_every: int = 4
+    sync_bn_stats: bool = True
+    warmup_single: int = 0
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,8 @@ class IterationStats:
     width: int
     height: int
     layers: tuple[DetectionLayerStats, ...] = ()
+    replica_images_per_second: tuple[float, ...] = ()
+    sync_seconds: float = 0.0
 
     def darknet_line(self) -> str:
         return (f"{self.iteration}: {self.loss:f}, {self.avg_loss:f} avg, {self.learning_rate:f} "
@@ -192,11 +201,15 @@ def train(options: TrainOptions,
         data.path_of("backup", required=False) or Path("backup"))
     backup.mkdir(parents=True, exist_ok=True)
 
-    net = Network(cfg, train=True, batch=0, threads=options.threads)
+    trainer = Trainer(cfg, replicas=options.replicas, gpus=options.gpus, sync=options.sync,
+                      sync_every=options.sync_every, sync_bn_stats=options.sync_bn_stats,
+                      warmup_single=options.warmup_single, threads=options.threads,
+                      seed=options.seed if options.seed is not None
+                      else int.from_bytes(os.urandom(4), "little"))
     try:
-        return _train(options, cfg, data, train_list, backup, net, on_iteration)
+        return _train(options, cfg, data, train_list, backup, trainer, on_iteration)
     finally:
-        net.close()
+        trainer.close()
 
 
 def _detection_classes(net: Network) -> int:
@@ -208,15 +221,15 @@ def _detection_classes(net: Network) -> int:
 
 
 def _train(options: TrainOptions, cfg: Path, data: DataConfig, train_list: Path, backup: Path,
-           net: Network, on_iteration: Callable[[IterationStats], None] | None) -> TrainResult:
+           trainer: Trainer, on_iteration: Callable[[IterationStats], None] | None) -> TrainResult:
+    net = trainer.network(0)
     seed = options.seed if options.seed is not None else int.from_bytes(os.urandom(4), "little")
-    net.seed(seed)
     if options.weights is not None:
-        net.load_weights(options.weights, partial=True)
+        trainer.load_weights(options.weights)
     if options.clear:
-        net.seen = 0
+        trainer.set_seen(0)
     if options.max_batches is not None:
-        net.set_max_batches(options.max_batches)
+        trainer.set_max_batches(options.max_batches)
     params = net.train_params()
     max_batches = int(params["max_batches"])
     if max_batches <= 0:
@@ -234,8 +247,10 @@ def _train(options: TrainOptions, cfg: Path, data: DataConfig, train_list: Path,
     schedule = ScaleSchedule(bool(params["random"]) and options.augment, info.width, info.height,
                              seed, max_batches)
     start_batch = net.current_batch
-    loader = BatchLoader(dataset, net.images_per_step, net.truth_size, int(params["max_boxes"]),
-                         augmentation, schedule, seed, first_batch_num=start_batch)
+    share = net.images_per_step
+    loader = BatchLoader(dataset, share, net.truth_size, int(params["max_boxes"]), augmentation,
+                         schedule, seed, first_batch_num=start_batch,
+                         replicas=trainer.replicas, warmup_steps=options.warmup_single)
     metrics = (backup / checkpoint_name(cfg, ".metrics.jsonl")).open("a") if options.metrics else None
     chart = LossChart(backup / checkpoint_name(cfg, ".loss.png"), options.chart_every) \
         if options.chart else None
@@ -243,31 +258,34 @@ def _train(options: TrainOptions, cfg: Path, data: DataConfig, train_list: Path,
 
     def save(suffix: str) -> Path:
         path = backup / checkpoint_name(cfg, suffix)
-        net.save_weights(path)
+        trainer.save_weights(path)
         result.checkpoints.append(path)
         return path
 
     bar = _progress_bar(options.progress, start_batch, max_batches)
     avg_loss = -1.0
-    step = 0
+    last_saved = {".backup": start_batch}
     try:
         with _InterruptFlag() as interrupt:
             while net.current_batch < max_batches:
                 batch = loader.next()
                 if (batch.width, batch.height) != (net.info.width, net.info.height):
-                    net.resize(batch.width, batch.height)
+                    trainer.resize(batch.width, batch.height)
                 start = time.perf_counter()
-                step_result = net.train_step(batch.images, batch.truth)
+                step = trainer.step(batch.images, batch.truth)
                 seconds = time.perf_counter() - start
+                step_result = step.train
                 avg_loss = step_result.loss if avg_loss < 0 else avg_loss * .9 + step_result.loss * .1
                 iteration = step_result.batch_num
                 stats = IterationStats(
                     iteration=iteration, loss=step_result.loss, avg_loss=avg_loss,
                     learning_rate=step_result.learning_rate, seconds=seconds,
                     images=step_result.seen, images_per_second=len(batch.images) / seconds,
-                    width=batch.width, height=batch.height, layers=step_result.layers)
+                    width=batch.width, height=batch.height, layers=step_result.layers,
+                    replica_images_per_second=tuple(share / s if s > 0 else 0.0
+                                                    for s in step.replica_seconds),
+                    sync_seconds=step.sync_seconds)
                 result.iterations, result.avg_loss = iteration, avg_loss
-                step += 1
                 if on_iteration:
                     on_iteration(stats)
                 if metrics:
@@ -276,12 +294,19 @@ def _train(options: TrainOptions, cfg: Path, data: DataConfig, train_list: Path,
                 if chart:
                     chart.add(stats)
                 if bar is not None:
-                    bar.update(1)
+                    bar.n = min(iteration, max_batches)
+                    replicas = ""
+                    if len(stats.replica_images_per_second) > 1:
+                        replicas = " [" + " ".join(f"{v:.0f}" for v in stats.replica_images_per_second) \
+                                   + f" img/s, sync {stats.sync_seconds * 1000:.0f} ms]"
                     bar.set_postfix_str(f"loss {stats.loss:.3f} avg {avg_loss:.3f} lr "
                                         f"{stats.learning_rate:.2g} {stats.images_per_second:.1f} img/s"
-                                        f" {batch.width}x{batch.height}", refresh=False)
-                if iteration % options.backup_every == 0:
+                                        f" {batch.width}x{batch.height}{replicas}", refresh=False)
+                    bar.refresh()
+                # darknet's rules, on iteration numbers that may jump (multi-replica syncs)
+                if iteration // options.backup_every > last_saved[".backup"] // options.backup_every:
                     save(".backup")
+                    last_saved[".backup"] = iteration
                 if iteration % options.save_every == 0 or (
                         options.early_saves and iteration < 1000 and iteration % 100 == 0):
                     save(f"_{iteration}.weights")

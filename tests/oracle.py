@@ -89,6 +89,26 @@ class Darknet:
         lib.oracle_layer_output.argtypes = [ctypes.c_void_p, ctypes.c_int]
         for name in ("oracle_resize", "oracle_letterbox"):
             getattr(lib, name).argtypes = [_FLOAT_P] + [ctypes.c_int] * 5 + [_FLOAT_P]
+        lib.oracle_train_forward.restype = ctypes.c_float
+        lib.oracle_train_forward.argtypes = [ctypes.c_void_p, _FLOAT_P, _FLOAT_P, ctypes.c_longlong]
+        lib.oracle_backward.argtypes = [ctypes.c_void_p, _FLOAT_P]
+        lib.oracle_train_network.restype = ctypes.c_float
+        lib.oracle_train_network.argtypes = [ctypes.c_void_p, _FLOAT_P, _FLOAT_P, ctypes.c_int]
+        lib.oracle_update.argtypes = [ctypes.c_void_p]
+        lib.oracle_current_rate.restype = ctypes.c_float
+        lib.oracle_current_rate.argtypes = [ctypes.c_void_p]
+        lib.oracle_set_seen.argtypes = [ctypes.c_void_p, ctypes.c_longlong]
+        lib.oracle_seen.restype = ctypes.c_longlong
+        lib.oracle_seen.argtypes = [ctypes.c_void_p]
+        lib.oracle_truths.restype = ctypes.c_int
+        lib.oracle_truths.argtypes = [ctypes.c_void_p]
+        lib.oracle_layer_array.restype = ctypes.c_int
+        lib.oracle_layer_array.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, _FLOAT_P,
+                                           ctypes.c_int]
+        lib.oracle_layer_cost.restype = ctypes.c_float
+        lib.oracle_layer_cost.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.oracle_use_gpu_region_backward.restype = ctypes.c_int
+        lib.oracle_use_gpu_region_backward.argtypes = [ctypes.c_void_p]
         lib.oracle_detect.restype = ctypes.c_int
         lib.oracle_detect.argtypes = [ctypes.c_void_p, _FLOAT_P, ctypes.c_int, ctypes.c_int,
                                       ctypes.c_float, ctypes.c_float, ctypes.c_float,
@@ -162,6 +182,77 @@ class DarknetNet:
     def layer_output(self, i: int) -> np.ndarray:
         n = self.layer_info(i)["outputs"]
         return np.ctypeslib.as_array(self.lib.oracle_layer_output(self.handle, i), (n,)).copy()
+
+    # ---- training ---------------------------------------------------------------------
+
+    LAYER_ARRAYS = ("output", "delta", "biases", "scales", "weights", "bias_updates",
+                    "scale_updates", "weight_updates", "rolling_mean", "rolling_variance")
+
+    def train_forward(self, x: np.ndarray, truth: np.ndarray | None, seen_before: int) -> float:
+        """darknet's training forward (seen += batch first); returns net->cost."""
+        src = np.ascontiguousarray(x, dtype=np.float32)
+        if truth is None:
+            return float(self.lib.oracle_train_forward(self.handle, _as_float_pointer(src), None,
+                                                       seen_before))
+        y = np.zeros(self.truths * (src.size // self.inputs), np.float32)
+        y[:np.asarray(truth).size] = np.asarray(truth, np.float32).ravel()
+        return float(self.lib.oracle_train_forward(self.handle, _as_float_pointer(src),
+                                                   _as_float_pointer(y), seen_before))
+
+    def backward(self, input_delta_size: int = 0) -> np.ndarray | None:
+        """darknet's backward_network; with input_delta_size, the first layer
+        is given a zeroed input delta of that many floats, returned."""
+        if not input_delta_size:
+            self.lib.oracle_backward(self.handle, None)
+            return None
+        delta = np.zeros(input_delta_size, np.float32)
+        self.lib.oracle_backward(self.handle, _as_float_pointer(delta))
+        return delta
+
+    def train_network(self, images: np.ndarray, truths: np.ndarray) -> float:
+        """darknet's train_network on len(images) images (updates included)."""
+        x = np.ascontiguousarray(images, dtype=np.float32).reshape(len(images), -1)
+        y = np.ascontiguousarray(truths, dtype=np.float32).reshape(len(images), -1)
+        assert y.shape[1] == self.truths, (y.shape, self.truths)
+        return float(self.lib.oracle_train_network(self.handle, _as_float_pointer(x),
+                                                   _as_float_pointer(y), len(x)))
+
+    def update(self) -> None:
+        self.lib.oracle_update(self.handle)
+
+    def current_rate(self) -> float:
+        return float(self.lib.oracle_current_rate(self.handle))
+
+    @property
+    def seen(self) -> int:
+        return int(self.lib.oracle_seen(self.handle))
+
+    @seen.setter
+    def seen(self, value: int) -> None:
+        self.lib.oracle_set_seen(self.handle, value)
+
+    @property
+    def truths(self) -> int:
+        """Truth floats per image (net->truths)."""
+        return int(self.lib.oracle_truths(self.handle))
+
+    @property
+    def inputs(self) -> int:
+        return int(self.layer_info(0)["inputs"])
+
+    def layer_array(self, i: int, name: str, n: int) -> np.ndarray | None:
+        """n floats of one of layer i's arrays (LAYER_ARRAYS), None if it has none."""
+        out = np.zeros(n, np.float32)
+        status = self.lib.oracle_layer_array(self.handle, i, self.LAYER_ARRAYS.index(name),
+                                             _as_float_pointer(out), n)
+        return None if status else out
+
+    def layer_cost(self, i: int) -> float:
+        return float(self.lib.oracle_layer_cost(self.handle, i))
+
+    def use_gpu_region_backward(self) -> int:
+        """Give every [region] layer darknet's GPU backward (see the shim)."""
+        return int(self.lib.oracle_use_gpu_region_backward(self.handle))
 
     def detect(self, rgb_chw: np.ndarray, thresh: float = .5, hier: float = .5, nms: float = .45,
                nms_kind: int = 0, letterbox: bool = True) -> np.ndarray:

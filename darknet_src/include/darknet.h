@@ -252,6 +252,71 @@ dn_status dn_network_zero_grads(dn_network *net);
 dn_status dn_network_seed(dn_network *net, uint64_t seed);
 
 /* ------------------------------------------------------------------ */
+/* Data-parallel training over replicas (CPU threads, or GPUs)          */
+/*
+ * N replicas of one network, each owned by its own thread and started from
+ * identical weights.  Each step takes N * batch * subdivisions images; replica
+ * i trains on the i-th contiguous share (darknet's get_data_part).
+ *
+ * DN_SYNC_DARKNET: each replica runs its own forward, backward and SGD
+ *   update; every sync_every steps the weights, biases and BN scales are
+ *   averaged and written back to all (and the BN rolling statistics with
+ *   sync_bn_stats).  As in darknet: the learning rate is multiplied by N, and
+ *   at each sync `seen` grows by sync_every * (N - 1) * batch * subdivisions
+ *   (so max_batches counts the images of all replicas).
+ * DN_SYNC_ALLREDUCE: gradients are summed over the replicas every step and
+ *   every replica applies the same update for N * batch * subdivisions
+ *   images: the same weights as one replica trained on the whole batch (up to
+ *   float summation order).  Batch-norm statistics are each replica's share.
+ * warmup_single: the first K steps train replica 0 alone (one share of
+ *   images), then its state is copied to all: the usual advice for darknet's
+ *   multi-GPU training, which diverges early otherwise.                 */
+
+typedef struct dn_trainer dn_trainer;
+
+typedef enum { DN_SYNC_DARKNET = 0, DN_SYNC_ALLREDUCE = 1 } dn_sync_mode;
+
+typedef struct {
+    int replicas;             /* N >= 1 (CPU replicas) */
+    const int *gpus;          /* GPU ordinals, one replica each (CUDA builds), or NULL */
+    int n_gpus;
+    dn_sync_mode sync;
+    int sync_every;           /* darknet mode: steps between syncs (darknet: 4) */
+    int sync_bn_stats;        /* also average the BN rolling statistics */
+    int warmup_single;        /* first K steps on replica 0 alone */
+    int threads;              /* per replica; 0 = hardware threads / replicas */
+    uint64_t seed;
+} dn_trainer_params;
+
+typedef struct {
+    dn_train_result train;    /* loss: mean over replicas; lr; batch_num, seen of replica 0 */
+    int replicas_used;        /* 1 during warm-up */
+    int synced;               /* 1 if the replicas were synchronised this step */
+    double sync_seconds;      /* time spent in the reduction/averaging */
+    double replica_seconds[64];
+} dn_trainer_result;
+
+dn_trainer_params dn_trainer_default_params(void);
+dn_status dn_trainer_create(const char *cfg_path, const dn_trainer_params *params,
+                            dn_trainer **out);
+void dn_trainer_free(dn_trainer *trainer);
+int dn_trainer_replicas(const dn_trainer *trainer);
+/* Replica i's network (owned by the trainer). */
+dn_network *dn_trainer_network(dn_trainer *trainer, int index);
+/* Images the next dn_trainer_step takes (one share during warm-up). */
+int dn_trainer_images_per_step(const dn_trainer *trainer);
+/* Load weights into every replica (partial files allowed, as
+ * dn_network_load_weights_upto with no cutoff). */
+dn_status dn_trainer_load_weights(dn_trainer *trainer, const char *path, int *layers_loaded);
+dn_status dn_trainer_set_seen(dn_trainer *trainer, int64_t seen);
+dn_status dn_trainer_set_max_batches(dn_trainer *trainer, int max_batches);
+dn_status dn_trainer_resize(dn_trainer *trainer, int width, int height);
+dn_status dn_trainer_step(dn_trainer *trainer, const float *input, const float *truth,
+                          dn_trainer_result *out);
+/* Save replica 0 (BN rolling statistics averaged first with sync_bn_stats). */
+dn_status dn_trainer_save_weights(dn_trainer *trainer, const char *path);
+
+/* ------------------------------------------------------------------ */
 /* Images                                                              */
 
 /* A frame as OpenCV gives it: height x width x 3 uint8, BGR, rows

@@ -1,9 +1,147 @@
-/* The CUDA seam: what the rest of the engine asks about devices.  A CPU
- * build answers "none"; the CUDA build (cuda.cu) provides the real ones. */
-#include "darknet.h"
+/* The CPU device and collectives; the CUDA seam's answers in a CPU build. */
+#include "device.h"
+
+#include <stdlib.h>
+#include <string.h>
+
 #include "error.h"
+#include "util.h"
 
 #ifndef DN_CUDA
 DN_API int dn_built_with_cuda(void) { return 0; }
 DN_API int dn_cuda_device_count(void) { return 0; }
 #endif
+
+/* ---- the host as a device ------------------------------------------------------- */
+
+static dn_status cpu_alloc(dn_device *d, size_t n, float **out)
+{
+    (void)d;
+    *out = dn_alloc_floats(n, "device buffer");
+    return *out ? DN_OK : DN_ERR_OOM;
+}
+
+static void cpu_free(dn_device *d, float *p)
+{
+    (void)d;
+    dn_free(p);
+}
+
+static dn_status cpu_copy(dn_device *d, float *dst, const float *src, size_t n)
+{
+    (void)d;
+    if (dst != src) memcpy(dst, src, n * sizeof *dst);
+    return DN_OK;
+}
+
+static const dn_device_ops cpu_ops = {cpu_alloc, cpu_free, cpu_copy, cpu_copy};
+static dn_device cpu_device = {DN_DEVICE_CPU, -1, &cpu_ops};
+
+dn_device *dn_cpu_device(void) { return &cpu_device; }
+
+/* ---- collectives on host buffers -------------------------------------------------- */
+
+typedef struct {
+    float **buffers;
+    size_t n;
+    int replicas;
+    int parts;
+    int root;
+    float scale;      /* 1 for a sum, 1/replicas for a mean */
+} reduce_job;
+
+static void chunk(size_t n, int parts, int part, size_t *b, size_t *e)
+{
+    size_t base = n / (size_t)parts, extra = n % (size_t)parts, p = (size_t)part;
+    *b = p * base + (p < extra ? p : extra);
+    *e = *b + base + (p < extra ? 1 : 0);
+}
+
+/* sum in replica order into buffer 0, scale, copy to the others */
+static void reduce_range(void *p, int part, int thread)
+{
+    (void)thread;
+    reduce_job *j = p;
+    size_t b, e;
+    chunk(j->n, j->parts, part, &b, &e);
+    float *first = j->buffers[0];
+    for (int r = 1; r < j->replicas; r++) {
+        const float *other = j->buffers[r];
+        for (size_t i = b; i < e; i++) first[i] += other[i];
+    }
+    if (j->scale != 1.f)
+        for (size_t i = b; i < e; i++) first[i] *= j->scale;
+    for (int r = 1; r < j->replicas; r++) memcpy(j->buffers[r] + b, first + b, (e - b) * sizeof *first);
+}
+
+static void broadcast_range(void *p, int part, int thread)
+{
+    (void)thread;
+    reduce_job *j = p;
+    size_t b, e;
+    chunk(j->n, j->parts, part, &b, &e);
+    for (int r = 0; r < j->replicas; r++)
+        if (r != j->root) memcpy(j->buffers[r] + b, j->buffers[j->root] + b, (e - b) * sizeof(float));
+}
+
+static int parts_for(const dn_collective *c, size_t n)
+{
+    int threads = dn_pool_threads(c->pool);
+    return n < 65536 ? 1 : 4 * threads;
+}
+
+static dn_status check_buffers(const dn_collective *c, float **buffers)
+{
+    if (!buffers) return DN_FAIL(DN_ERR_ARG, "collective: buffers must not be NULL");
+    for (int r = 0; r < c->n_replicas; r++)
+        if (!buffers[r]) return DN_FAIL(DN_ERR_ARG, "collective: buffer of replica %d is NULL", r);
+    return DN_OK;
+}
+
+static dn_status cpu_reduce(dn_collective *c, float **buffers, size_t n, float scale)
+{
+    DN_TRY(check_buffers(c, buffers));
+    if (c->n_replicas < 2 || n == 0) return DN_OK;
+    reduce_job j = {buffers, n, c->n_replicas, parts_for(c, n), 0, scale};
+    dn_pool_run(c->pool, j.parts, reduce_range, &j);
+    return DN_OK;
+}
+
+static dn_status cpu_allreduce_sum(dn_collective *c, float **buffers, size_t n)
+{
+    return cpu_reduce(c, buffers, n, 1.f);
+}
+
+static dn_status cpu_average(dn_collective *c, float **buffers, size_t n)
+{
+    return cpu_reduce(c, buffers, n, 1.f / c->n_replicas);
+}
+
+static dn_status cpu_broadcast(dn_collective *c, float **buffers, size_t n, int root)
+{
+    DN_TRY(check_buffers(c, buffers));
+    if (root < 0 || root >= c->n_replicas)
+        return DN_FAIL(DN_ERR_ARG, "broadcast root %d out of range", root);
+    if (c->n_replicas < 2 || n == 0) return DN_OK;
+    reduce_job j = {buffers, n, c->n_replicas, parts_for(c, n), root, 1.f};
+    dn_pool_run(c->pool, j.parts, broadcast_range, &j);
+    return DN_OK;
+}
+
+static void cpu_collective_free(dn_collective *c) { free(c); }
+
+static const dn_collective_ops cpu_collective_ops = {cpu_allreduce_sum, cpu_broadcast, cpu_average,
+                                                     cpu_collective_free};
+
+dn_status dn_cpu_collective_create(int n_replicas, dn_pool *pool, dn_collective **out)
+{
+    *out = NULL;
+    if (n_replicas < 1) return DN_FAIL(DN_ERR_ARG, "a collective needs at least one replica");
+    dn_collective *c = calloc(1, sizeof *c);
+    if (!c) return DN_FAIL(DN_ERR_OOM, "out of memory creating a collective");
+    c->ops = &cpu_collective_ops;
+    c->n_replicas = n_replicas;
+    c->pool = pool;
+    *out = c;
+    return DN_OK;
+}

@@ -457,6 +457,7 @@ DN_API dn_status dn_network_create_from_text(const char *cfg_text, const char *n
         return DN_FAIL(DN_ERR_OOM, "out of memory creating a network");
     }
     dn_rng_seed(&net->rng, 0);
+    net->update_replicas = 1;
     net->name = dn_strdup(cfg.source);
     dn_status st = net->name ? build_network(net, &cfg, params) : DN_ERR_OOM;
     if (st == DN_OK) st = collect_unused_options(net, &cfg, &net->warnings);

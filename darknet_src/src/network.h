@@ -74,6 +74,8 @@ struct dn_network {
     dn_rng rng;
     char *warnings;             /* unused cfg options, one per line, or NULL */
     int params_ready;           /* params hold weights (initialised or loaded) */
+    int update_replicas;        /* all-reduce training: replicas whose images one update
+                                   counts (1 otherwise) */
     float *input_delta;         /* delta of the network input, when asked for */
     int profiling;              /* record per-layer forward times */
     double *layer_ms;           /* n_layers, last forward's times */

@@ -31,9 +31,12 @@ struct dn_pool {
     dn_task_fn fn;
     void *ctx;
     int n_tasks;
+    int pinned;                  /* task i runs on thread i (dn_pool_run_each) */
 };
 
-static _Thread_local int inside_pool_task = 0;
+/* The pool whose task this thread is running: a nested call on the same pool
+ * runs inline (it would wait for itself); other pools are free to use. */
+static _Thread_local dn_pool *current_pool = NULL;
 
 typedef struct {
     dn_pool *pool;
@@ -42,13 +45,18 @@ typedef struct {
 
 static void run_tasks(dn_pool *pool, int thread_index)
 {
-    inside_pool_task = 1;
-    for (;;) {
-        int task = atomic_fetch_add_explicit(&pool->next_task, 1, memory_order_relaxed);
-        if (task >= pool->n_tasks) break;
-        pool->fn(pool->ctx, task, thread_index);
+    dn_pool *outer = current_pool;
+    current_pool = pool;
+    if (pool->pinned) {
+        if (thread_index < pool->n_tasks) pool->fn(pool->ctx, thread_index, thread_index);
+    } else {
+        for (;;) {
+            int task = atomic_fetch_add_explicit(&pool->next_task, 1, memory_order_relaxed);
+            if (task >= pool->n_tasks) break;
+            pool->fn(pool->ctx, task, thread_index);
+        }
     }
-    inside_pool_task = 0;
+    current_pool = outer;
 }
 
 static void *worker_main(void *p)
@@ -139,17 +147,13 @@ void dn_pool_free(dn_pool *pool)
 
 int dn_pool_threads(const dn_pool *pool) { return pool ? pool->n_threads : 1; }
 
-void dn_pool_run(dn_pool *pool, int n_tasks, dn_task_fn fn, void *ctx)
+static void run_job(dn_pool *pool, int n_tasks, dn_task_fn fn, void *ctx, int pinned)
 {
-    if (n_tasks <= 0) return;
-    if (!pool || pool->n_threads == 1 || n_tasks == 1 || inside_pool_task) {
-        for (int t = 0; t < n_tasks; t++) fn(ctx, t, 0);
-        return;
-    }
     pthread_mutex_lock(&pool->lock);
     pool->fn = fn;
     pool->ctx = ctx;
     pool->n_tasks = n_tasks;
+    pool->pinned = pinned;
     atomic_store(&pool->next_task, 0);
     atomic_store(&pool->workers_done, 0);
     atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release);
@@ -168,6 +172,25 @@ void dn_pool_run(dn_pool *pool, int n_tasks, dn_task_fn fn, void *ctx)
     while (atomic_load(&pool->workers_done) < pool->n_threads - 1)
         pthread_cond_wait(&pool->done_cond, &pool->lock);
     pthread_mutex_unlock(&pool->lock);
+}
+
+void dn_pool_run(dn_pool *pool, int n_tasks, dn_task_fn fn, void *ctx)
+{
+    if (n_tasks <= 0) return;
+    if (!pool || pool->n_threads == 1 || n_tasks == 1 || current_pool == pool) {
+        for (int t = 0; t < n_tasks; t++) fn(ctx, t, 0);
+        return;
+    }
+    run_job(pool, n_tasks, fn, ctx, 0);
+}
+
+void dn_pool_run_each(dn_pool *pool, dn_task_fn fn, void *ctx)
+{
+    if (!pool || pool->n_threads == 1 || current_pool == pool) {
+        fn(ctx, 0, 0);
+        return;
+    }
+    run_job(pool, pool->n_threads, fn, ctx, 1);
 }
 
 void dn_split_range(int n, int parts, int part, int *begin, int *end)

@@ -17,7 +17,7 @@
 DN_API int64_t dn_network_current_batch(const dn_network *net)
 {
     if (!net) return 0;
-    return net->seen / ((int64_t)net->batch * net->hp.subdivisions);
+    return net->seen / ((int64_t)net->batch * net->hp.subdivisions * net->update_replicas);
 }
 
 DN_API float dn_network_learning_rate(dn_network *net, int64_t batch_num)
@@ -105,6 +105,10 @@ static void network_backward(dn_network *net, const float *input)
     ctx.net_h = net->h;
     ctx.rng = &net->rng;
     ctx.truth_stride = net->truth_size;
+    /* layers ADD into their input's delta: the input's, like every layer's
+     * (zeroed by the training forward), must start from zero on each pass,
+     * or it would sum the gradients of all the passes so far */
+    if (net->input_delta) dn_fill(net->input_delta, (size_t)net->batch * net->inputs, 0.f);
     for (int i = net->n_layers - 1; i >= 0; i--) {
         dn_layer *l = &net->layers[i];
         if (l->stopbackward) break;
@@ -150,7 +154,7 @@ DN_API dn_status dn_network_update(dn_network *net, float *learning_rate)
 {
     if (!net || !net->train) return DN_FAIL(DN_ERR_ARG, "a network built for training is needed");
     dn_update_args args;
-    args.batch = net->batch * net->hp.subdivisions;
+    args.batch = net->batch * net->hp.subdivisions * net->update_replicas;
     args.learning_rate = dn_network_learning_rate(net, dn_network_current_batch(net));
     args.momentum = net->hp.momentum;
     args.decay = net->hp.decay;

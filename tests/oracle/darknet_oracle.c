@@ -114,3 +114,117 @@ int oracle_detect(void *p, float *pixels, int w, int h, float thresh, float hier
     free_image(sized);
     return count;
 }
+
+/* ---- training --------------------------------------------------------------------------
+ * darknet's train_network_datum, split so that tests can look in between:
+ * oracle_train_forward sets seen (as it was before this batch) and adds the
+ * batch to it BEFORE the forward, as darknet does, copies input and truth,
+ * and runs forward_network in training mode; oracle_backward runs
+ * backward_network.  darknet leaves net->delta NULL (the first layer then
+ * computes no input gradient); `input_delta` (batch * inputs floats, or NULL)
+ * is lent to it for one backward so that the input's gradient can be read. */
+
+float oracle_train_forward(void *p, const float *input, const float *truth, long long seen_before)
+{
+    network *net = (network *)p;
+    *net->seen = (size_t)seen_before + net->batch;
+    net->train = 1;
+    memcpy(net->input, input, sizeof(float) * net->inputs * net->batch);
+    if (truth) memcpy(net->truth, truth, sizeof(float) * net->truths * net->batch);
+    forward_network(net);
+    return *net->cost;
+}
+
+void oracle_backward(void *p, float *input_delta)
+{
+    network *net = (network *)p;
+    float *saved = net->delta;
+    net->delta = input_delta;
+    backward_network(net);
+    net->delta = saved;
+}
+
+/* darknet's train_network on n images (n / batch forwards; an update every
+ * `subdivisions` of them): returns its loss (cost per image) */
+float oracle_train_network(void *p, float *images, float *truths, int n)
+{
+    network *net = (network *)p;
+    data d = {0};
+    d.X.rows = d.y.rows = n;
+    d.X.cols = net->inputs;
+    d.y.cols = net->truths;
+    d.X.vals = calloc(n, sizeof(float *));
+    d.y.vals = calloc(n, sizeof(float *));
+    for (int i = 0; i < n; i++) {
+        d.X.vals[i] = images + (size_t)i * net->inputs;
+        d.y.vals[i] = truths + (size_t)i * net->truths;
+    }
+    float loss = train_network(net, d);
+    free(d.X.vals);
+    free(d.y.vals);
+    return loss;
+}
+
+void oracle_update(void *p) { update_network((network *)p); }
+float oracle_current_rate(void *p) { return get_current_rate((network *)p); }
+void oracle_set_seen(void *p, long long seen) { *((network *)p)->seen = (size_t)seen; }
+long long oracle_seen(void *p) { return (long long)*((network *)p)->seen; }
+int oracle_truths(void *p) { return ((network *)p)->truths; }
+
+/* One of a layer's arrays: 0 output, 1 delta, 2 biases, 3 scales, 4 weights,
+ * 5 bias_updates, 6 scale_updates, 7 weight_updates, 8 rolling_mean,
+ * 9 rolling_variance.  Copies n floats; returns -1 where the layer has none. */
+int oracle_layer_array(void *p, int i, int which, float *out, int n)
+{
+    layer *l = &((network *)p)->layers[i];
+    float *arrays[] = {l->output,         l->delta,          l->biases,       l->scales,
+                       l->weights,        l->bias_updates,   l->scale_updates, l->weight_updates,
+                       l->rolling_mean,   l->rolling_variance};
+    if (which < 0 || which >= (int)(sizeof arrays / sizeof arrays[0]) || !arrays[which]) return -1;
+    memcpy(out, arrays[which], sizeof(float) * n);
+    return 0;
+}
+
+float oracle_layer_cost(void *p, int i)
+{
+    layer *l = &((network *)p)->layers[i];
+    return l->cost ? *l->cost : 0.f;
+}
+
+/* pjreddie's CPU backward_region_layer is empty (its body is commented out):
+ * CPU darknet passes no gradient from a [region] layer to the network.  Its
+ * GPU path, which trained the published YOLOv2 models and which pydarknet
+ * implements on every device, multiplies the x, y and objectness deltas by
+ * the logistic derivative out * (1 - out) and adds the whole delta to the
+ * previous layer's.  This is that behaviour, written here for the CPU
+ * library, so that whole training steps of region networks can be compared. */
+static void region_backward_gpu_path(layer l, network net)
+{
+    int spatial = l.w * l.h, entries = l.coords + l.classes + 1;
+    for (int b = 0; b < l.batch; b++)
+        for (int n = 0; n < l.n; n++) {
+            int base = b * l.outputs + n * spatial * entries;
+            int planes[3] = {0, 1, l.coords};
+            for (int k = 0; k < (l.background ? 2 : 3); k++)
+                for (int s = 0; s < spatial; s++) {
+                    int at = base + planes[k] * spatial + s;
+                    l.delta[at] *= l.output[at] * (1 - l.output[at]);
+                }
+        }
+    if (net.delta)
+        for (int k = 0; k < l.batch * l.inputs; k++) net.delta[k] += l.delta[k];
+}
+
+/* Replace the backward of every [region] layer by the GPU path above;
+ * returns how many were replaced. */
+int oracle_use_gpu_region_backward(void *p)
+{
+    network *net = (network *)p;
+    int count = 0;
+    for (int i = 0; i < net->n; i++)
+        if (net->layers[i].type == REGION) {
+            net->layers[i].backward = region_backward_gpu_path;
+            count++;
+        }
+    return count;
+}
