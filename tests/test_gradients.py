@@ -17,10 +17,12 @@ per-image offsets are exercised.
 
 Tolerance: `relative_error` (conftest) = max |analytic - numeric| /
 max |numeric| < TOL = 1e-3.  The forward is float32, so L carries a rounding
-noise of ~1e-7 of its size; divided by 2 eps (eps = 1e-2) that is ~1e-5 of
-the gradient, and the central difference's truncation error eps^2/6 * L''' is
-of the same order for the smooth layers here (measured: 1e-6..5e-5).  A real
-bug (a wrong index, factor or sign) shows up as an O(1) error.
+noise of ~1e-7 of the sum of its terms; divided by 2 eps (eps = 1e-2) that
+dominates the error, above the central difference's truncation error
+eps^2/6 * L''' (measured worst case 2.2e-4, and it doubles when eps is
+halved: noise, not truncation).  A real bug (a wrong index, factor or sign)
+shows up as an O(1) error; deliberately broken engines (a dropped scale, an
+overwrite instead of an accumulation, a wrong offset) fail these tests.
 
 Kinks: inputs are chosen away from them, so that no perturbation crosses one
 (leaky/relu and the other piecewise activations: pre-activations kept
@@ -295,13 +297,14 @@ def test_convolutional_batchnorm_training(activation: str, tmp_path: Path) -> No
     x = normal(np.random.default_rng(3), B, C, H, W)
     truth = normal(np.random.default_rng(4), B, net.truth_size)
     p = net.params(0)
-    p["scales"][:] = np.linspace(.6, 1.4, F)  # not all 1, so a missing factor shows
     if activation == "leaky":
-        # BN output = scale * x_hat + beta with |x_hat| < 2.5: scales .25 and
-        # betas +-1.2 keep every filter on one side of leaky's kink
+        # BN output = scale * x_hat + beta with |x_hat| < 2.5: scales .2-.3
+        # and betas +-1.2 keep every filter on one side of leaky's kink
         p["scales"][:] = np.linspace(.2, .3, F)
         p["biases"][:] = [1.2, -1.2, 1.2, -1.2]
         keep_leaky_off_kink(GradCheck(net, x, truth), 0)
+    else:
+        p["scales"][:] = np.linspace(.6, 1.4, F)  # not all 1, so a missing factor shows
     weights = p["weights"].astype(np.float64).reshape(F, -1)
     cols = [im2col(x[b].astype(np.float64), size, stride, pad) for b in range(B)]
     pre_bn = np.stack([weights @ cols[b] for b in range(B)])
@@ -340,7 +343,19 @@ def test_connected(tmp_path: Path) -> None:
     GradCheck(net, normal(rng, 3, 2, 2, 3), normal(rng, 3, 3)).check_all()
 
 
-# ---- pooling ----------------------------------------------------------------------------------------
+def test_connected_input_with_two_consumers(tmp_path: Path) -> None:
+    """Layer 0's output feeds the connected layer and the route: the
+    connected backward must ADD its input gradient to what the route's
+    backward (run first) left there, as darknet's connected layer does."""
+    text = ("[convolutional]\nfilters=3\nsize=1\nstride=1\npad=0\nactivation=logistic\n\n"
+            "[connected]\noutput=4\nactivation=tanh\n\n"
+            "[route]\nlayers=-1,-2\n" + SSE)
+    net = make_net(tmp_path, text, batch=2, c=2, h=1, w=1)
+    rng = np.random.default_rng(22)
+    GradCheck(net, normal(rng, 2, 2, 1, 1), normal(rng, 2, 7)).check_all()
+
+
+# ---- pooling ------------------------------------------------------------------------------------
 
 def distinct_values(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """Values at least 0.1 apart: no ties, and +-eps never changes an argmax."""
@@ -376,7 +391,7 @@ def test_avgpool(tmp_path: Path) -> None:
     GradCheck(net, normal(rng, 2, 3, 4, 5), normal(rng, 2, 3)).check_all()
 
 
-# ---- route, reorg, shortcut, upsample --------------------------------------------------------------
+# ---- route, reorg, shortcut, upsample -----------------------------------------------------------
 
 def test_route_two_inputs(tmp_path: Path) -> None:
     """Layer 0 feeds both layer 1 (a 1x1 convolution) and the route: its delta
@@ -489,7 +504,7 @@ def test_upsample(options: str, shape: tuple[int, int, int], out: tuple[int, int
     GradCheck(net, normal(rng, 2, *shape), normal(rng, 2, net.truth_size)).check_all()
 
 
-# ---- softmax as the loss ----------------------------------------------------------------------------
+# ---- softmax as the loss ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("groups", [1, 2])
 def test_softmax_cross_entropy(groups: int, tmp_path: Path) -> None:
@@ -512,11 +527,12 @@ def test_softmax_cross_entropy(groups: int, tmp_path: Path) -> None:
     assert cost == pytest.approx(check.loss(), rel=1e-5)
 
 
-# ---- dropout with a fixed mask ------------------------------------------------------------------------
+# ---- dropout with a fixed mask ------------------------------------------------------------------
 
 def test_dropout_fixed_mask(tmp_path: Path) -> None:
-    """Reseeding before every forward repeats the mask, so the network is a
-    fixed (masked, scaled by 1/(1-p)) linear map and finite differences apply."""
+    """Reseeding before every forward repeats the mask, so the dropout layer is
+    a fixed map (masked, the rest scaled by 1/(1-p)) and finite differences
+    apply."""
     p = .4
     text = ("[connected]\noutput=12\nactivation=tanh\n\n"
             f"[dropout]\nprobability={p}\n\n"
@@ -545,7 +561,7 @@ def test_dropout_fixed_mask(tmp_path: Path) -> None:
     assert not np.array_equal(net.layer_output(1).ravel() == 0, dropped)
 
 
-# ---- the 14 activations, through a 1x1 convolution ----------------------------------------------------
+# ---- the 14 activations, through a 1x1 convolution ----------------------------------------------
 
 ACTIVATIONS = ["logistic", "loggy", "relu", "elu", "selu", "relie", "plse", "hardtan", "lhtan",
                "linear", "ramp", "leaky", "tanh", "stair"]
@@ -571,7 +587,7 @@ def test_activation(activation: str, tmp_path: Path) -> None:
     check.check_all()
 
 
-# ---- the engine's own contract -----------------------------------------------------------------------
+# ---- the engine's own contract ------------------------------------------------------------------
 
 def test_gradients_accumulate_and_input_delta_does_not(tmp_path: Path) -> None:
     """Parameter gradients are summed over forward_backward calls (darknet's
@@ -593,3 +609,35 @@ def test_gradients_accumulate_and_input_delta_does_not(tmp_path: Path) -> None:
     np.testing.assert_array_equal(net.input_delta(), delta_once)
     net.zero_grads()
     assert not net.grads(0)["weights"].any()
+
+
+def test_threads_do_not_change_the_gradients(tmp_path: Path) -> None:
+    """The same backward on 1 and 2 threads (layers large enough for the
+    engine to split im2col/col2im, activations and GEMMs across threads):
+    equal up to summation order."""
+    text = ("[convolutional]\nbatch_normalize=1\nfilters=16\nsize=3\nstride=1\npad=1\n"
+            "activation=leaky\n\n"
+            "[convolutional]\nbatch_normalize=1\nfilters=16\nsize=3\nstride=1\npad=1\n"
+            "activation=leaky\n\n"
+            "[maxpool]\nsize=2\nstride=2\n\n"
+            "[convolutional]\nfilters=8\nsize=3\nstride=1\npad=1\nactivation=logistic\n"
+            + SSE)
+    rng = np.random.default_rng(23)
+    x = normal(rng, 2, 3, 32, 32)
+    results = []
+    for threads in (1, 2):
+        path = tmp_path / f"threads{threads}.cfg"
+        path.write_text("[net]\nbatch=2\nsubdivisions=1\nwidth=32\nheight=32\nchannels=3\n\n"
+                        + text)
+        net = Network(path, train=True, batch=0, threads=threads)
+        net.randomize(1)
+        truth = normal(np.random.default_rng(24), 2, net.truth_size)
+        net.input_delta()
+        net.forward_backward(x, truth)
+        results.append(({i: {k: v.copy() for k, v in net.grads(i).items()} for i in range(4)},
+                        net.input_delta()))
+    (grads1, input1), (grads2, input2) = results
+    assert relative_error(input2, input1) < 1e-5
+    for i, kinds in grads1.items():
+        for kind, value in kinds.items():
+            assert relative_error(grads2[i][kind], value) < 1e-5, (i, kind)

@@ -59,10 +59,12 @@ def truth_list(truth: np.ndarray) -> list[np.ndarray]:
 
 @dataclass
 class Targets:
-    """The loss as darknet sets it up: for the box and objectness entries a
-    scale S and a target T on the activated output A (delta = S*(T - A)); for
-    the classes, the class each anchor-cell was given (-1: none) and whether
-    only that one class entry is pulled (yolo's repeated assignment)."""
+    """The loss as darknet sets it up: per output entry a scale S and a
+    target T on the activated output A (delta = S*(T - A)), and the class
+    each anchor-cell was given (-1: none).  Region classes (softmax) use
+    `cls` and class_scale; yolo's logistic classes use S and T like the
+    other entries (a second truth in an anchor-cell only pulls its own
+    class entry up: darknet's `tag` rule)."""
     activated: np.ndarray   # (B, n, 5 + C, H, W)
     scale: np.ndarray       # (B, n, 5 + C, H, W), class entries used by yolo only
     target: np.ndarray
@@ -210,7 +212,7 @@ def yolo_targets(raw: np.ndarray, truths: np.ndarray, *, anchors: np.ndarray, ma
     return out
 
 
-# ---- networks --------------------------------------------------------------------------------------
+# ---- networks -----------------------------------------------------------------------------------
 
 def region_net(tmp_path: Path, *, batch: int, w: int, h: int, anchors: np.ndarray, classes: int,
                options: str = "", backward: bool = False) -> Network:
@@ -262,7 +264,7 @@ def random_truths(rng: np.random.Generator, batch: int, per_image: int, rows: in
     return truth.reshape(batch, -1)
 
 
-# ---- (a) reference assignment vs the engine ------------------------------------------------------------
+# ---- (a) reference assignment vs the engine -----------------------------------------------------
 
 REGION_ANCHORS = np.array([[1.0, 1.5], [2.5, 2.0], [3.2, 3.6]])
 REGION_OPTIONS = dict(thresh=.3, coord_scale=1.5, object_scale=5, noobject_scale=.7,
@@ -375,7 +377,7 @@ def test_yolo_delta_matches_reference(ignore: float, truth_thresh: float, tmp_pa
     assert (targets.close_matches > 0) == (truth_thresh < 1)
 
 
-# ---- (b) hand-computed cases -----------------------------------------------------------------------------
+# ---- (b) hand-computed cases --------------------------------------------------------------------
 
 def sig(v: float) -> float:
     return 1 / (1 + math.exp(-v))
@@ -570,7 +572,7 @@ def test_region_hand_two_truths_one_cell(tmp_path: Path) -> None:
     np.testing.assert_allclose(d[5:], [-1 / 3, -1 / 3, 2 / 3], rtol=1e-5)
 
 
-# ---- (c) finite differences of the surrogate losses ---------------------------------------------------------
+# ---- (c) finite differences of the surrogate losses ---------------------------------------------
 #
 # With the assignment fixed (the scales S, targets T and classes of the
 # reference at the unperturbed point: rescore's IoU target included, as
