@@ -74,6 +74,7 @@ class Darknet:
     def __init__(self) -> None:
         self.lib = ctypes.CDLL(str(_compile()))
         lib = self.lib
+        lib.oracle_fpu_default()  # undo libdarknet's -Ofast flush-to-zero (see the shim)
         lib.oracle_load.restype = ctypes.c_void_p
         lib.oracle_load.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int,
                                     ctypes.c_char_p]

@@ -136,6 +136,8 @@ dn_status dn_network_predict(dn_network *net, const float *input, const float **
  * wall time; dn_network_layer_time reads the last one (milliseconds). */
 dn_status dn_network_set_profiling(dn_network *net, int on);
 dn_status dn_network_layer_time(const dn_network *net, int index, double *ms);
+/* The same for the last backward (training). */
+dn_status dn_network_layer_backward_time(const dn_network *net, int index, double *ms);
 
 /* Activations of layer `index` after the last forward (batch*outputs floats). */
 dn_status dn_network_layer_output(const dn_network *net, int index, const float **data,

@@ -161,7 +161,7 @@ struct dn_layer {
     int *source_index;
 
     union {
-        struct { int filters, size, stride, pad, groups, flipped; } conv;
+        struct { int filters, size, stride, pad, groups, flipped, backward_parts; } conv;
         struct { int size, stride, pad; int *indexes; } pool;
         struct { int stride, reverse; } reorg;
         struct { float alpha, beta; } shortcut;

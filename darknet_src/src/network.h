@@ -78,7 +78,7 @@ struct dn_network {
                                    counts (1 otherwise) */
     float *input_delta;         /* delta of the network input, when asked for */
     int profiling;              /* record per-layer forward times */
-    double *layer_ms;           /* n_layers, last forward's times */
+    double *layer_ms;           /* 2 * n_layers: last forward's, then last backward's times */
 };
 
 /* darknet's random initialisation, done lazily: a network whose weights are

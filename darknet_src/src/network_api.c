@@ -163,7 +163,7 @@ DN_API dn_status dn_network_set_profiling(dn_network *net, int on)
 {
     if (!net) return DN_FAIL(DN_ERR_ARG, "network must not be NULL");
     if (on && !net->layer_ms) {
-        net->layer_ms = calloc((size_t)net->n_layers, sizeof *net->layer_ms);
+        net->layer_ms = calloc(2 * (size_t)net->n_layers, sizeof *net->layer_ms);
         if (!net->layer_ms) return DN_FAIL(DN_ERR_OOM, "out of memory for layer timings");
     }
     net->profiling = on ? 1 : 0;
@@ -175,6 +175,14 @@ DN_API dn_status dn_network_layer_time(const dn_network *net, int index, double 
     DN_TRY(check_index(net, index));
     if (!ms) return DN_FAIL(DN_ERR_ARG, "ms must not be NULL");
     *ms = net->layer_ms ? net->layer_ms[index] : 0;
+    return DN_OK;
+}
+
+DN_API dn_status dn_network_layer_backward_time(const dn_network *net, int index, double *ms)
+{
+    DN_TRY(check_index(net, index));
+    if (!ms) return DN_FAIL(DN_ERR_ARG, "ms must not be NULL");
+    *ms = net->layer_ms ? net->layer_ms[net->n_layers + index] : 0;
     return DN_OK;
 }
 

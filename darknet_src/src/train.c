@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "blas.h"
 #include "error.h"
@@ -119,7 +120,14 @@ static void network_backward(dn_network *net, const float *input)
             ctx.input = net->layers[i - 1].output;
             ctx.input_delta = net->layers[i - 1].delta;
         }
+        struct timespec start, end;
+        if (net->profiling) clock_gettime(CLOCK_MONOTONIC, &start);
         if (l->ops->backward) l->ops->backward(l, &ctx);
+        if (net->profiling) {
+            clock_gettime(CLOCK_MONOTONIC, &end);
+            net->layer_ms[net->n_layers + i] =
+                (end.tv_sec - start.tv_sec) * 1e3 + (end.tv_nsec - start.tv_nsec) / 1e6;
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "darknet.h"
+#include <xmmintrin.h>
 
 /* darknet prints its layer table to stderr; keep test logs readable */
 static int saved_stderr = -1;
@@ -227,4 +228,12 @@ int oracle_use_gpu_region_backward(void *p)
             count++;
         }
     return count;
+}
+
+/* Debian builds libdarknet.so with -Ofast: loading it switches on flush-to-zero
+ * and denormals-are-zero for the loading thread (crtfastmath).  Put the
+ * default back so the rest of the test process computes with IEEE floats. */
+void oracle_fpu_default(void)
+{
+    _mm_setcsr(_mm_getcsr() & ~(0x8000u | 0x0040u));
 }

@@ -87,8 +87,36 @@ static dn_status conv_parse(dn_layer *l, const dn_build *b)
     return DN_OK;
 }
 
+/* Backward over small weight matrices runs images in parallel, each group of
+ * images summing into its own copy of the weight gradient (then added up in
+ * group order): the number of groups depends only on the layer's shapes, so
+ * results are the same whatever the thread count.  Large layers parallelise
+ * inside the GEMM instead. */
+#define BACKWARD_SCRATCH_FLOATS ((size_t)24 << 20) /* 96 MiB of workspace at most */
+#define BACKWARD_MAX_PARTS 8
+
+static size_t columns_per_image(const dn_layer *l)
+{
+    return (size_t)l->out_h * l->out_w * l->u.conv.size * l->u.conv.size * (l->in_c / l->u.conv.groups);
+}
+
+static int backward_parts(const dn_layer *l)
+{
+    size_t per_part = l->n_weights + columns_per_image(l);
+    int parts = dn_min_int(l->batch, BACKWARD_MAX_PARTS);
+    while (parts > 1 && (size_t)parts * per_part > BACKWARD_SCRATCH_FLOATS) parts--;
+    return parts;
+}
+
 static dn_status conv_alloc(dn_layer *l, int train)
 {
+    set_workspace(l);
+    l->u.conv.backward_parts = 1;
+    if (train) {
+        l->u.conv.backward_parts = backward_parts(l);
+        size_t need = (size_t)l->u.conv.backward_parts * (l->n_weights + columns_per_image(l));
+        if (l->u.conv.backward_parts > 1 && need > l->workspace_size) l->workspace_size = need;
+    }
     DN_TRY(dn_layer_alloc_output(l, train));
     return dn_layer_alloc_bn(l, train);
 }
@@ -182,34 +210,30 @@ static void conv_forward(dn_layer *l, const dn_ctx *ctx)
 
 /* ---- backward ---------------------------------------------------------------- */
 
-static void conv_backward(dn_layer *l, const dn_ctx *ctx)
+/* The backward of images [b0, b1): weight gradient into `weight_grads`,
+ * input delta into ctx->input_delta (each image's own region), `columns`
+ * as scratch. */
+static void backward_images(dn_layer *l, const dn_ctx *ctx, int b0, int b1, float *weight_grads,
+                            float *columns_buffer)
 {
     int groups = l->u.conv.groups;
     int m = l->u.conv.filters / groups;
     int n = l->u.conv.size * l->u.conv.size * l->in_c / groups;
     int k = l->out_w * l->out_h;
     size_t in_group = (size_t)(l->in_c / groups) * l->in_h * l->in_w;
-
-    dn_gradient_array(ctx->pool, l->output, (size_t)l->batch * l->out_size, l->activation,
-                      l->delta);
-    if (l->batch_normalize)
-        dn_batchnorm_backward(l, ctx, k);
-    else
-        dn_backward_bias(l->bias_grads, l->delta, l->batch, l->u.conv.filters, k);
-
-    for (int b = 0; b < l->batch; b++)
+    for (int b = b0; b < b1; b++)
         for (int g = 0; g < groups; g++) {
             const float *delta = l->delta + ((size_t)b * groups + g) * m * k;
             const float *im = ctx->input + ((size_t)b * groups + g) * in_group;
-            float *weight_grads = l->weight_grads + (size_t)g * l->n_weights / groups;
+            float *grads = weight_grads + (size_t)g * l->n_weights / groups;
             const float *columns = im;
             if (!input_is_columns(l)) {
                 dn_im2col(ctx->pool, im, l->in_c / groups, l->in_h, l->in_w, l->u.conv.size,
-                          l->u.conv.stride, l->u.conv.pad, ctx->workspace);
-                columns = ctx->workspace;
+                          l->u.conv.stride, l->u.conv.pad, columns_buffer);
+                columns = columns_buffer;
             }
             /* dW += delta * columns^T */
-            dn_gemm(ctx->pool, 0, 1, m, n, k, 1.f, delta, k, columns, k, 1.f, weight_grads, n);
+            dn_gemm(ctx->pool, 0, 1, m, n, k, 1.f, delta, k, columns, k, 1.f, grads, n);
 
             if (!ctx->input_delta) continue;
             const float *weights = l->weights + (size_t)g * l->n_weights / groups;
@@ -218,12 +242,52 @@ static void conv_backward(dn_layer *l, const dn_ctx *ctx)
                 /* d_in += W^T * delta directly */
                 dn_gemm(ctx->pool, 1, 0, n, k, m, 1.f, weights, n, delta, k, 1.f, input_delta, k);
             } else {
-                dn_gemm(ctx->pool, 1, 0, n, k, m, 1.f, weights, n, delta, k, 0.f, ctx->workspace,
+                dn_gemm(ctx->pool, 1, 0, n, k, m, 1.f, weights, n, delta, k, 0.f, columns_buffer,
                         k);
-                dn_col2im(ctx->pool, ctx->workspace, l->in_c / groups, l->in_h, l->in_w,
+                dn_col2im(ctx->pool, columns_buffer, l->in_c / groups, l->in_h, l->in_w,
                           l->u.conv.size, l->u.conv.stride, l->u.conv.pad, input_delta);
             }
         }
+}
+
+typedef struct {
+    dn_layer *l;
+    const dn_ctx *ctx;
+    int parts;
+    size_t per_part;
+} backward_job;
+
+static void backward_part(void *p, int part, int thread)
+{
+    (void)thread;
+    backward_job *j = p;
+    dn_layer *l = j->l;
+    int b0, b1;
+    dn_split_range(l->batch, j->parts, part, &b0, &b1);
+    float *partial = j->ctx->workspace + (size_t)part * j->per_part;
+    dn_fill(partial, l->n_weights, 0.f);
+    backward_images(l, j->ctx, b0, b1, partial, partial + l->n_weights);
+}
+
+static void conv_backward(dn_layer *l, const dn_ctx *ctx)
+{
+    int k = l->out_w * l->out_h;
+    dn_gradient_array(ctx->pool, l->output, (size_t)l->batch * l->out_size, l->activation,
+                      l->delta);
+    if (l->batch_normalize)
+        dn_batchnorm_backward(l, ctx, k);
+    else
+        dn_backward_bias(l->bias_grads, l->delta, l->batch, l->u.conv.filters, k);
+
+    int parts = l->u.conv.backward_parts;
+    if (parts <= 1) {
+        backward_images(l, ctx, 0, l->batch, l->weight_grads, ctx->workspace);
+        return;
+    }
+    backward_job j = {l, ctx, parts, l->n_weights + columns_per_image(l)};
+    dn_pool_run(ctx->pool, parts, backward_part, &j);
+    for (int part = 0; part < parts; part++)
+        dn_axpy(l->weight_grads, 1.f, ctx->workspace + (size_t)part * j.per_part, l->n_weights);
 }
 
 static void conv_free(dn_layer *l)
