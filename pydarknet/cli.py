@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from .cli_convert import register_convert_command
 from .cli_data import register_data_commands
 from .errors import DarknetError
 
@@ -248,6 +249,7 @@ def demo(out: Path, quick: bool, seed: int, threads: int, progress: bool) -> Non
 
 
 register_data_commands(main)
+register_convert_command(main)
 
 
 if __name__ == "__main__":  # pragma: no cover
