@@ -48,6 +48,9 @@
 #define GEMM_PARALLEL_MIN_MACS 65536.0
 /* Larger B panels are not prefetched while the previous one is in use. */
 #define GEMM_PREFETCH_B_MAX_BYTES (192 * 1024)
+/* Reading a value packed by another thread (from L3) costs about this
+ * fraction of packing it again (into L2). */
+#define GEMM_SHARED_READ 0.5
 /* Operands packed once for all tasks are kept whole up to this size. */
 #define GEMM_SHARED_MAX_FLOATS ((size_t)4 << 20)
 
@@ -214,9 +217,10 @@ static size_t packed_b_floats(const gemm_plan *p)
 
 /* The task grid (m_parts x n_parts blocks of C) that minimises an estimate of
  * the time: rounds of tasks over the threads, a quarter of a task of tail,
- * and the packing: an operand used by several blocks is packed once for all
- * when it is small enough to keep whole, else once per block (A once per
- * column block, B once per row block). */
+ * and the packing: an operand used by several blocks is either packed by
+ * each block into L2 (A once per column block, B once per row block) or,
+ * when small enough to keep whole, packed once for all and then read by
+ * each block from L3 (cheaper than packing, not free). */
 static void choose_grid(gemm_plan *p, int threads)
 {
     p->m_parts = p->n_parts = 1;
@@ -233,7 +237,8 @@ static void choose_grid(gemm_plan *p, int threads)
             double task_macs = (double)ceil_div(p->m_slivers, mp) * mr * ceil_div(p->n_slivers, np) * nr;
             double rounds = ceil_div(tasks, threads);
             int share_a = np > 1 && a_sharable, share_b = mp > 1 && b_sharable;
-            double packs = (share_a ? 1.0 : np) * p->M + (share_b ? 1.0 : mp) * p->N;
+            double packs = (share_a ? 1.0 + GEMM_SHARED_READ * np : np) * p->M +
+                           (share_b ? 1.0 + GEMM_SHARED_READ * mp : mp) * p->N;
             double time = (rounds + 0.25) * task_macs + p->kernel->pack_cost * packs / threads;
             if (time < best) {
                 best = time;
