@@ -4,7 +4,9 @@ links it to that library (rpath $ORIGIN).
 
 Environment switches (read by darknet_src/Makefile too):
   PYDARKNET_CUDA=1|0   build the CUDA kernels (default: auto, on when nvcc and
-                       the CUDA libraries are found; 0 forces the CPU build)
+                       cuBLAS are found: the toolkit's or the nvidia-cublas /
+                       nvidia-cuda-runtime / nvidia-nccl-cu13 wheels of the
+                       environment; 0 forces the CPU build)
   PYDARKNET_CUDNN=1    use cuDNN for convolutions (CUDA builds)
   PYDARKNET_NATIVE=1   -march=native (the default build runs on any x86-64
                        and picks AVX2/AVX-512 kernels at run time)
@@ -13,8 +15,10 @@ Environment switches (read by darknet_src/Makefile too):
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -61,11 +65,47 @@ class BuildExt(build_ext):
     def _make_engine(self, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         build_dir = Path(self.build_temp).resolve() / "engine"
+        built = build_dir / target.name
         jobs = os.environ.get("PYDARKNET_JOBS", str(os.cpu_count() or 2))
         cmd = ["make", "-C", str(ROOT / "darknet_src"), f"-j{jobs}",
-               f"BUILD={build_dir}", f"LIB={target}", "lib"]
+               f"BUILD={build_dir}", f"LIB={built}"]
+        cuda_dirs = cuda_settings()
+        if cuda_dirs is not None:
+            cmd += ["CUDA=1", f"CUDA_EXTRA_DIRS={' '.join(cuda_dirs)}"]
+        else:
+            cmd += ["CUDA=0"]
+        cmd.append("lib")
         print(" ".join(cmd), flush=True)
         subprocess.check_call(cmd)
+        # replace, never rewrite in place: processes that have the old library
+        # mapped (an editable install in use) keep running on it
+        staging = target.with_name(target.name + ".new")
+        shutil.copy2(built, staging)
+        os.replace(staging, target)
+
+
+def cuda_settings() -> list[str] | None:
+    """None for a CPU build, else the extra folders (include/ + lib/) holding
+    cuBLAS and NCCL.  PYDARKNET_CUDA=1 asks for CUDA, 0 refuses it, unset
+    builds with CUDA when nvcc and cuBLAS are both found (the toolkit's, or
+    the nvidia-cublas / nvidia-nccl-cu13 wheels of this environment)."""
+    mode = os.environ.get("PYDARKNET_CUDA", "auto").strip().lower()
+    if mode in ("0", "no", "off", "false"):
+        return None
+    nvcc = shutil.which("nvcc")
+    toolkit = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
+    if nvcc:
+        toolkit = Path(nvcc).resolve().parent.parent
+    site = Path(sysconfig.get_paths()["purelib"]) / "nvidia"
+    wheels = [str(d) for d in (site / "cu13", site / "nccl") if (d / "include").is_dir()]
+    lib_dirs = [Path(d) / "lib" for d in wheels] + [toolkit / "lib64", toolkit / "lib"]
+    has_cublas = any(next(d.glob("libcublas.so*"), None) is not None for d in lib_dirs)
+    if nvcc and has_cublas:
+        return wheels
+    if mode in ("1", "yes", "on", "true"):
+        missing = "nvcc" if not nvcc else "cuBLAS (pip install nvidia-cublas nvidia-cuda-runtime)"
+        raise SystemExit(f"PYDARKNET_CUDA=1 but {missing} was not found")
+    return None
 
 
 class BuildPy(build_py):

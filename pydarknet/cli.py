@@ -69,9 +69,11 @@ def summary(cfg: Path, width: int, height: int) -> None:
               help="Where annotated images are written.")
 @click.option("--no-save", is_flag=True, help="Do not write annotated images.")
 @click.option("--threads", default=0, help="Worker threads (0 = all CPUs).")
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu, or cuda:N on a CUDA build of pydarknet.")
 def detect(cfg: Path, weights: Path, images: tuple[Path, ...], names: Path | None, thresh: float,
            hier_thresh: float, nms: float, nms_kind: str, no_letterbox: bool, as_json: bool,
-           save_dir: Path, no_save: bool, threads: int) -> None:
+           save_dir: Path, no_save: bool, threads: int, device: str) -> None:
     """Detect objects in IMAGES with a darknet model (CFG, WEIGHTS).
 
     Prints darknet's lines ("dog: 56%") per image, or JSON with --json:
@@ -84,7 +86,7 @@ def detect(cfg: Path, weights: Path, images: tuple[Path, ...], names: Path | Non
     from .draw import draw_detections
     from .errors import ImageError
 
-    with Detector(cfg, weights, names, threads=threads) as detector:
+    with Detector(cfg, weights, names, threads=threads, device=device) as detector:
         if not no_save:
             save_dir.mkdir(parents=True, exist_ok=True)
         for image in images:

@@ -101,13 +101,16 @@ class Detector:
         names: a .names file or a list of class names; default: COCO's for
             80 classes, VOC's for 20, else the class numbers.
         threads: worker threads (0 = one per CPU).
+        device: "cpu" or "cuda:N" (CUDA builds): frames are uploaded and
+            letterboxed on the GPU.
     """
 
     def __init__(self, cfg: PathLike, weights: PathLike | None, names: PathLike | Sequence[str] | None = None,
-                 *, threads: int = 0, batch: int = 1, width: int = 0, height: int = 0) -> None:
+                 *, threads: int = 0, batch: int = 1, width: int = 0, height: int = 0,
+                 device: str = "cpu") -> None:
         self._lock = threading.RLock()
         self.network = Network(cfg, weights, batch=batch, threads=threads, width=width,
-                               height=height)
+                               height=height, device=device)
         self.classes = self._count_classes()
         if names is None:
             self.names = default_names(self.classes)
@@ -160,6 +163,7 @@ class Detector:
             params.nms = nms
             params.nms_kind = _NMS[nms_kind]
             params.resize = lib.DN_RESIZE_LETTERBOX if letterbox else lib.DN_RESIZE_PLAIN
+            self.network._sync_views()
             structs = ffi.new("dn_frame[]", len(frames))
             keep = [_frame_struct(f, structs[i]) for i, f in enumerate(frames)]
             out = ffi.new("dn_detections **")

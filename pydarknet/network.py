@@ -25,6 +25,18 @@ PARAM_KINDS = {
 }
 
 
+def parse_device(device: str) -> int:
+    """"cpu" -> -1, "cuda" -> 0, "cuda:N" -> N."""
+    d = device.strip().lower()
+    if d == "cpu":
+        return -1
+    if d == "cuda":
+        return 0
+    if d.startswith("cuda:") and d[5:].isdigit():
+        return int(d[5:])
+    raise ArgumentError(f"device must be 'cpu' or 'cuda:N', got {device!r}")
+
+
 class CfgWarning(UserWarning):
     """An option in a cfg that no layer reads (darknet's "Unused field")."""
 
@@ -71,6 +83,7 @@ class NetworkInfo:
     n_stats: int
     bflops: float
     threads: int
+    device: str               # "cpu" or "cuda:N"
 
 
 @dataclass(frozen=True)
@@ -118,6 +131,8 @@ class Network:
         threads: worker threads (0 = one per CPU).
         width, height: override the cfg's input size.
         train: allocate what training needs.
+        device: "cpu", or "cuda:N" for CUDA device N (a CUDA build of
+            pydarknet; the weights stay on the GPU, outputs come back).
 
     A Network is used by one thread at a time (calls are serialised with a
     lock); use one Network per thread for parallel inference.  The GIL is
@@ -125,15 +140,17 @@ class Network:
     """
 
     def __init__(self, cfg: PathLike, weights: PathLike | None = None, *, batch: int = 1,
-                 threads: int = 0, width: int = 0, height: int = 0, train: bool = False) -> None:
+                 threads: int = 0, width: int = 0, height: int = 0, train: bool = False,
+                 device: str = "cpu") -> None:
         self._lock = threading.RLock()
         self.cfg_path = Path(cfg)
-        params = ffi.new("dn_network_params *")
+        params = ffi.new("dn_network_params *", lib.dn_network_default_params())
         params.threads = threads
         params.batch = batch
         params.train = 1 if train else 0
         params.width = width
         params.height = height
+        params.gpu = parse_device(device)
         out = ffi.new("dn_network **")
         check(lib.dn_network_create(path_arg(cfg), params, out))
         self._handle: Any = ffi.gc(out[0], lib.dn_network_free)
@@ -188,7 +205,7 @@ class Network:
             n_layers=raw.n_layers, output_layer=raw.output_layer, seen=int(raw.seen),
             weights_version=(raw.weights_major, raw.weights_minor, raw.weights_revision),
             n_params=int(raw.n_params), n_stats=int(raw.n_stats), bflops=float(raw.bflops),
-            threads=raw.threads)
+            threads=raw.threads, device=f"cuda:{raw.gpu}" if raw.gpu >= 0 else "cpu")
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -295,6 +312,7 @@ class Network:
         result: dict[str, np.ndarray] = {}
         data = ffi.new("float **")
         count = ffi.new("size_t *")
+        self._views_out = True  # writes may come later: see _sync_views
         for name, kind in PARAM_KINDS.items():
             check(lib.dn_network_layer_param(self.handle, index, kind, data, count))
             if count[0]:
@@ -303,6 +321,13 @@ class Network:
         return result
 
     # ---- inference -------------------------------------------------------------------------
+
+    def _sync_views(self) -> None:
+        """Parameter views handed out by params() may have been written since:
+        tell the engine before it computes (it rebuilds its weight caches and
+        refreshes a GPU copy)."""
+        if getattr(self, "_views_out", False):
+            check(lib.dn_network_params_touched(self.handle))
 
     def _input_pointer(self, array: np.ndarray) -> tuple[Any, np.ndarray]:
         info = self.info
@@ -330,6 +355,7 @@ class Network:
         copy=False returns a read-only view of the engine's buffer, valid
         until the next call on this network."""
         with self._lock:
+            self._sync_views()
             pointer, keep = self._input_pointer(array)
             out = ffi.new("const float **")
             check(lib.dn_network_predict(self.handle, pointer, out))
@@ -438,6 +464,7 @@ class Network:
         """darknet's train_network on batch * subdivisions images: one
         forward/backward per subdivision, then one SGD update."""
         with self._lock:
+            self._sync_views()
             x, y, keep = self._training_arrays(images, truth, self.images_per_step)
             raw = ffi.new("dn_train_result *")
             check(lib.dn_network_train_step(self.handle, x, y, raw))
@@ -448,6 +475,7 @@ class Network:
         """One training-mode forward/backward on `batch` images; gradients are
         accumulated (not applied).  Returns darknet's cost."""
         with self._lock:
+            self._sync_views()
             x, y, keep = self._training_arrays(images, truth, self.info.batch)
             loss = ffi.new("float *")
             check(lib.dn_network_forward_backward(self.handle, x, y, loss))

@@ -52,6 +52,8 @@ const char *dn_cpu_kernel(void);
 int dn_built_with_cuda(void);
 /* Number of CUDA devices present (0 on a CPU build or without a GPU). */
 int dn_cuda_device_count(void);
+/* Name of CUDA device k into buf (e.g. "NVIDIA H100 80GB HBM3"). */
+dn_status dn_cuda_device_name(int device, char *buf, int size);
 /* Number of hardware threads (the default thread count). */
 int dn_hardware_threads(void);
 
@@ -66,8 +68,10 @@ typedef struct {
     int train;       /* 1: allocate what training needs (deltas, gradients) */
     int width;       /* 0 = the cfg's width; else resize the network input */
     int height;      /* 0 = the cfg's height */
+    int gpu;         /* -1: run on the CPU; k >= 0: on CUDA device k (CUDA builds) */
 } dn_network_params;
 
+/* Start from these (gpu = -1: the CPU). */
 dn_network_params dn_network_default_params(void);
 
 /* Parse a darknet .cfg (path) and build the network. */
@@ -96,6 +100,7 @@ typedef struct {
     size_t n_stats;               /* batch-norm rolling floats (one buffer) */
     double bflops;                /* total over all layers */
     int threads;
+    int gpu;                      /* CUDA device, or -1 */
 } dn_network_info;
 
 dn_status dn_network_get_info(const dn_network *net, dn_network_info *out);
@@ -155,6 +160,11 @@ typedef enum {
  * data = NULL where the layer has none of that kind. */
 dn_status dn_network_layer_param(dn_network *net, int index, dn_param_kind kind,
                                  float **data, size_t *n);
+
+/* Tell the engine that parameters were written through views obtained
+ * earlier from dn_network_layer_param (caches of transformed weights are
+ * rebuilt, a GPU copy is refreshed before the next forward). */
+dn_status dn_network_params_touched(dn_network *net);
 
 /* Fill the weights with seeded He-scaled normals, biases and BN betas with
  * small normals, BN scales near 1, rolling mean near 0, rolling variance

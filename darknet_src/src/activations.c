@@ -1,5 +1,7 @@
 #include "activations.h"
 
+#include "activation_formulas.h"
+
 #include <math.h>
 #include <string.h>
 
@@ -26,66 +28,9 @@ const char *dn_activation_name(dn_activation a)
     return (a >= 0 && a < DN_ACT_COUNT) ? activation_names[a] : "?";
 }
 
-/* darknet evaluates these in double where it calls exp() on a float; we do
- * the same so that outputs agree to the last bits where it matters. */
-static inline float stair_activate(float x)
-{
-    int n = (int)floorf(x);
-    if (n % 2 == 0) return floorf(x / 2.f);
-    return (x - n) + floorf(x / 2.f);
-}
+float dn_activate(float x, dn_activation a) { return dn_activate_formula(x, a); }
 
-float dn_activate(float x, dn_activation a)
-{
-    switch (a) {
-    case DN_ACT_LOGISTIC: return (float)(1. / (1. + exp(-x)));
-    case DN_ACT_RELU: return x * (x > 0);
-    case DN_ACT_RELIE: return (x > 0) ? x : .01f * x;
-    case DN_ACT_LINEAR: return x;
-    case DN_ACT_RAMP: return x * (x > 0) + .1f * x;
-    case DN_ACT_TANH: return (float)((exp(2 * x) - 1) / (exp(2 * x) + 1));
-    case DN_ACT_PLSE:
-        if (x < -4) return .01f * (x + 4);
-        if (x > 4) return .01f * (x - 4) + 1;
-        return .125f * x + .5f;
-    case DN_ACT_LEAKY: return (x > 0) ? x : .1f * x;
-    case DN_ACT_ELU: return (float)((x >= 0) * x + (x < 0) * (exp(x) - 1));
-    case DN_ACT_LOGGY: return (float)(2. / (1. + exp(-x)) - 1);
-    case DN_ACT_STAIR: return stair_activate(x);
-    case DN_ACT_HARDTAN: return x < -1 ? -1.f : (x > 1 ? 1.f : x);
-    case DN_ACT_LHTAN:
-        if (x < 0) return .001f * x;
-        if (x > 1) return .001f * (x - 1) + 1;
-        return x;
-    case DN_ACT_SELU:
-        return (float)((x >= 0) * 1.0507f * x + (x < 0) * 1.0507f * 1.6732f * (exp(x) - 1));
-    default: return x;
-    }
-}
-
-float dn_gradient(float y, dn_activation a)
-{
-    switch (a) {
-    case DN_ACT_LOGISTIC: return (1 - y) * y;
-    case DN_ACT_RELU: return (float)(y > 0);
-    case DN_ACT_RELIE: return (y > 0) ? 1.f : .01f;
-    case DN_ACT_LINEAR: return 1.f;
-    case DN_ACT_RAMP: return (float)(y > 0) + .1f;
-    case DN_ACT_TANH: return 1 - y * y;
-    case DN_ACT_PLSE: return (y < 0 || y > 1) ? .01f : .125f;
-    case DN_ACT_LEAKY: return (y > 0) ? 1.f : .1f;
-    case DN_ACT_ELU: return (float)(y >= 0) + (float)(y < 0) * (y + 1);
-    case DN_ACT_LOGGY: {
-        float z = (y + 1) / 2;
-        return 2 * (1 - z) * z;
-    }
-    case DN_ACT_STAIR: return floorf(y) == y ? 0.f : 1.f;
-    case DN_ACT_HARDTAN: return (y > -1 && y < 1) ? 1.f : 0.f;
-    case DN_ACT_LHTAN: return (y > 0 && y < 1) ? 1.f : .001f;
-    case DN_ACT_SELU: return (y >= 0) * 1.0507f + (y < 0) * (y + 1.0507f * 1.6732f);
-    default: return 1.f;
-    }
-}
+float dn_gradient(float y, dn_activation a) { return dn_gradient_formula(y, a); }
 
 /* ---- arrays: the common cases get tight loops the compiler vectorises ---- */
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "box.h"
+#include "cuda.h"
 #include "error.h"
 #include "image.h"
 #include "layers/detection_layers.h"
@@ -196,12 +197,27 @@ DN_API dn_status dn_network_detect(dn_network *net, const dn_frame *frames, int 
     candidate_buffer buf;
     DN_TRY(make_candidate_buffer(net, &buf));
     dn_status st = DN_OK;
-    for (int i = 0; i < n_frames && st == DN_OK; i++) {
-        st = dn_frame_to_input_pool(net->pool, &frames[i], net->w, net->h, params->resize,
-                                    net->input + (size_t)i * net->inputs);
-        if (st != DN_OK) dn_error_prefix("frame %d: ", i);
+    if (net->gpu) {
+        /* upload the frames and letterbox them on the GPU */
+        for (int i = 0; i < n_frames && st == DN_OK; i++)
+            if (frames[i].width < 1 || frames[i].height < 1 || !frames[i].data ||
+                frames[i].row_stride < 3 * frames[i].width)
+                st = DN_FAIL(DN_ERR_IMAGE, "frame %d: bad frame (%dx%d, row stride %d)", i,
+                             frames[i].width, frames[i].height, frames[i].row_stride);
+        if (st == DN_OK && net->device_params_stale) {
+            st = dn_cuda_push_params(net);
+            if (st == DN_OK) net->device_params_stale = 0;
+        }
+        if (st == DN_OK) st = dn_cuda_frames_to_input(net, frames, n_frames, params->resize);
+        if (st == DN_OK) st = dn_cuda_forward_device_input(net);
+    } else {
+        for (int i = 0; i < n_frames && st == DN_OK; i++) {
+            st = dn_frame_to_input_pool(net->pool, &frames[i], net->w, net->h, params->resize,
+                                        net->input + (size_t)i * net->inputs);
+            if (st != DN_OK) dn_error_prefix("frame %d: ", i);
+        }
+        if (st == DN_OK) st = dn_network_forward(net, net->input, 0, NULL);
     }
-    if (st == DN_OK) st = dn_network_forward(net, net->input, 0, NULL);
     result_list results = {0};
     for (int i = 0; i < n_frames && st == DN_OK; i++)
         st = collect_image(net, i, frames[i].width, frames[i].height, params, &buf, &results);

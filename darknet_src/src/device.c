@@ -7,9 +7,68 @@
 #include "error.h"
 #include "util.h"
 
+/* ---- a CPU build: every CUDA entry point says so ------------------------------- */
 #ifndef DN_CUDA
+#include "cuda.h"
+
 DN_API int dn_built_with_cuda(void) { return 0; }
 DN_API int dn_cuda_device_count(void) { return 0; }
+
+static dn_status no_cuda(void)
+{
+    return DN_FAIL(DN_ERR_UNSUPPORTED, "this pydarknet was built without CUDA (rebuild with "
+                   "PYDARKNET_CUDA=1 on a machine with nvcc)");
+}
+
+DN_API dn_status dn_cuda_device_name(int device, char *buf, int size)
+{
+    (void)device;
+    if (buf && size > 0) buf[0] = '\0';
+    return no_cuda();
+}
+
+const dn_layer_gpu_ops *dn_layer_gpu_ops_for(dn_layer_type type)
+{
+    (void)type;
+    return NULL;
+}
+
+dn_status dn_cuda_network_attach(struct dn_network *net, int device) { (void)net; (void)device; return no_cuda(); }
+void dn_cuda_network_detach(struct dn_network *net) { (void)net; }
+dn_status dn_cuda_network_realloc(struct dn_network *net) { (void)net; return no_cuda(); }
+dn_status dn_cuda_forward(struct dn_network *net, const float *input, int train, const float *truth)
+{
+    (void)net; (void)input; (void)train; (void)truth;
+    return no_cuda();
+}
+dn_status dn_cuda_backward(struct dn_network *net) { (void)net; return no_cuda(); }
+dn_status dn_cuda_update(struct dn_network *net, const dn_update_args *args, int *params_finite)
+{
+    (void)net; (void)args; (void)params_finite;
+    return no_cuda();
+}
+dn_status dn_cuda_pull_params(struct dn_network *net) { (void)net; return no_cuda(); }
+dn_status dn_cuda_push_params(struct dn_network *net) { (void)net; return no_cuda(); }
+dn_status dn_cuda_pull_output(struct dn_network *net, int index) { (void)net; (void)index; return no_cuda(); }
+dn_status dn_cuda_pull_training_state(struct dn_network *net) { (void)net; return no_cuda(); }
+dn_status dn_cuda_zero_grads(struct dn_network *net) { (void)net; return no_cuda(); }
+dn_status dn_cuda_frames_to_input(struct dn_network *net, const dn_frame *frames, int n_frames,
+                                  dn_resize_mode mode)
+{
+    (void)net; (void)frames; (void)n_frames; (void)mode;
+    return no_cuda();
+}
+dn_status dn_cuda_forward_device_input(struct dn_network *net) { (void)net; return no_cuda(); }
+dn_status dn_cuda_allreduce(struct dn_network **nets, int n, dn_gpu_buffer which, int average)
+{
+    (void)nets; (void)n; (void)which; (void)average;
+    return no_cuda();
+}
+dn_status dn_cuda_broadcast(struct dn_network **nets, int n, dn_gpu_buffer which)
+{
+    (void)nets; (void)n; (void)which;
+    return no_cuda();
+}
 #endif
 
 /* ---- the host as a device ------------------------------------------------------- */

@@ -33,7 +33,14 @@
  *
  * The epilogue (row scale, row shift, activation) is applied by the
  * micro-kernel when it writes back the last K block of a tile, while the
- * tile is still in registers. */
+ * tile is still in registers.
+ *
+ * Convolutions at inference (gemm.h) use the same loops with A packed once
+ * by the caller (a layer's weights: read from memory, never packed again),
+ * B optionally the implicit im2col matrix of an image (its panels packed
+ * straight from the image, never written out), and batches of independent
+ * products (Winograd's 36) spread over the pool in one run.  Each element
+ * still goes through the same operations as with dn_gemm_ex. */
 #include "gemm.h"
 
 #include <math.h>
@@ -116,7 +123,7 @@ typedef struct {
     size_t floats;
 } thread_buffer;
 
-enum { PRIVATE_BUFFER, SHARED_BUFFER, BUFFER_KINDS };
+enum { PRIVATE_BUFFER, SHARED_BUFFER, CALLER_BUFFER, BUFFER_KINDS };
 
 static pthread_key_t buffer_keys[BUFFER_KINDS];
 static int buffer_keys_ok;
@@ -133,8 +140,9 @@ static void free_thread_buffer(void *data)
 
 static void make_buffer_keys(void)
 {
-    buffer_keys_ok = pthread_key_create(&buffer_keys[PRIVATE_BUFFER], free_thread_buffer) == 0 &&
-                     pthread_key_create(&buffer_keys[SHARED_BUFFER], free_thread_buffer) == 0;
+    buffer_keys_ok = 1;
+    for (int kind = 0; kind < BUFFER_KINDS; kind++)
+        if (pthread_key_create(&buffer_keys[kind], free_thread_buffer) != 0) buffer_keys_ok = 0;
 }
 
 /* This thread's buffer `kind` of at least `floats` floats (64-byte aligned), or NULL. */
@@ -159,6 +167,8 @@ static float *packing_buffer(int kind, size_t floats)
     return p;
 }
 
+float *dn_thread_scratch(size_t floats) { return packing_buffer(CALLER_BUFFER, floats); }
+
 // ---- plan -------------------------------------------------------------------
 
 typedef struct {
@@ -166,9 +176,10 @@ typedef struct {
     int trans_a, trans_b;
     int M, N, K;
     float alpha, beta;
-    const float *A, *B;
+    const float *A, *B;      /* A is NULL when a_ready holds it packed */
     float *C;
     int lda, ldb, ldc;
+    const dn_gemm_im2col *columns; /* B is this image's implicit im2col matrix (or NULL) */
     const float *row_scale, *row_shift; /* NULL = none */
     int activation;
     int kc;                  /* K block: fixes the summation order */
@@ -177,10 +188,12 @@ typedef struct {
     int m_slivers, n_slivers;
     int m_parts, n_parts;    /* task grid over C, in slivers */
     /* operands packed once, whole, for all tasks (when the grid would
-     * otherwise pack them once per block): K block b of A starts at
-     * a_shared + b * a_block_floats, its sliver s at + s * (MR * k + pad) */
+     * otherwise pack them once per block, or by the caller ahead of time):
+     * K block b of A starts at a_ready + b * a_block_floats, its sliver s at
+     * + s * (MR * k + pad) */
     int share_a, share_b;
-    float *a_shared, *b_shared;
+    int a_prepacked;         /* a_ready came packed from the caller */
+    const float *a_ready, *b_ready;
     size_t a_block_floats, b_block_floats;
     int a_pack_parts, b_pack_parts; /* pre-packing tasks per K block */
 } gemm_plan;
@@ -224,7 +237,8 @@ static size_t packed_b_floats(const gemm_plan *p)
 static void choose_grid(gemm_plan *p, int threads)
 {
     p->m_parts = p->n_parts = 1;
-    p->share_a = p->share_b = 0;
+    p->share_a = p->a_prepacked;
+    p->share_b = 0;
     if (threads <= 1) return;
     const int mr = p->kernel->mr, nr = p->kernel->nr;
     const int max_parts = 4 * threads;
@@ -236,8 +250,11 @@ static void choose_grid(gemm_plan *p, int threads)
             int tasks = mp * np;
             double task_macs = (double)ceil_div(p->m_slivers, mp) * mr * ceil_div(p->n_slivers, np) * nr;
             double rounds = ceil_div(tasks, threads);
-            int share_a = np > 1 && a_sharable, share_b = mp > 1 && b_sharable;
-            double packs = (share_a ? 1.0 + GEMM_SHARED_READ * np : np) * p->M +
+            int share_a = p->a_prepacked || (np > 1 && a_sharable), share_b = mp > 1 && b_sharable;
+            double a_packs = p->a_prepacked ? GEMM_SHARED_READ * np
+                             : share_a      ? 1.0 + GEMM_SHARED_READ * np
+                                            : np;
+            double packs = a_packs * p->M +
                            (share_b ? 1.0 + GEMM_SHARED_READ * mp : mp) * p->N;
             double time = (rounds + 0.25) * task_macs + p->kernel->pack_cost * packs / threads;
             if (time < best) {
@@ -262,6 +279,7 @@ static void plan_blocks(gemm_plan *p, int threads)
     p->nc = min_int(kernel->nc, round_up(p->N, kernel->nr));
     p->m_slivers = ceil_div(p->M, kernel->mr);
     p->n_slivers = ceil_div(p->N, kernel->nr);
+    p->a_block_floats = (size_t)p->m_slivers * sliver_floats(kernel->mr, p->kc);
     choose_grid(p, threads);
     /* pre-packing: about 4 tasks per thread in all */
     int per_block = max_int(1, ceil_div(4 * threads, p->k_blocks));
@@ -295,6 +313,29 @@ static void scale_c(const gemm_plan *p)
     }
 }
 
+/* op(A)[i][k], from A or from the caller's packed copy of it. */
+static float a_value(const gemm_plan *p, int i, int k)
+{
+    if (!p->a_prepacked)
+        return p->trans_a ? p->A[(size_t)k * p->lda + i] : p->A[(size_t)i * p->lda + k];
+    const int mr = p->kernel->mr, block = k / p->kc, in_block = k % p->kc;
+    const int k_len = min_int(p->kc, p->K - block * p->kc);
+    return p->a_ready[block * p->a_block_floats + (size_t)(i / mr) * sliver_floats(mr, k_len) +
+                      (size_t)in_block * mr + i % mr];
+}
+
+/* op(B)[k][j], from B or from the image of the implicit im2col matrix. */
+static float b_value(const gemm_plan *p, int k, int j)
+{
+    const dn_gemm_im2col *g = p->columns;
+    if (!g) return p->trans_b ? p->B[(size_t)j * p->ldb + k] : p->B[(size_t)k * p->ldb + j];
+    const int ks = g->ksize, c = k / (ks * ks), ky = (k / ks) % ks, kx = k % ks;
+    const int iy = j / g->out_w * g->stride + ky - g->pad;
+    const int ix = j % g->out_w * g->stride + kx - g->pad;
+    if (iy < 0 || iy >= g->height || ix < 0 || ix >= g->width) return 0.f;
+    return g->im[((size_t)c * g->height + iy) * g->width + ix];
+}
+
 /* Rows [i0, i1) x columns [j0, j1) of C without packing: only when no
  * packing buffer could be allocated. */
 static void unpacked_block(const gemm_plan *p, int i0, int i1, int j0, int j1)
@@ -303,9 +344,7 @@ static void unpacked_block(const gemm_plan *p, int i0, int i1, int j0, int j1)
         for (int j = j0; j < j1; j++) {
             float sum = 0.f;
             for (int k = 0; k < p->K; k++) {
-                float a = p->trans_a ? p->A[(size_t)k * p->lda + i] : p->A[(size_t)i * p->lda + k];
-                float b = p->trans_b ? p->B[(size_t)j * p->ldb + k] : p->B[(size_t)k * p->ldb + j];
-                sum += a * b;
+                sum += a_value(p, i, k) * b_value(p, k, j);
             }
             float *c = p->C + (size_t)i * p->ldc + j;
             float x = p->alpha * sum;
@@ -346,13 +385,23 @@ static gemm_prefetch next_to_pack(const gemm_plan *p, int i1, int j1, int ic, in
     if (ic + mc < i1 && !p->share_a)
         return source_region(p->A, p->lda, p->trans_a, ic + mc, min_int(mc, i1 - ic - mc), pc,
                              min_int(p->kc, p->K - pc));
-    if (ic + mc < i1 || p->share_b) return none;
+    if (ic + mc < i1 || p->share_b || p->columns) return none;
     int next_pc = pc + p->kc < p->K ? pc + p->kc : 0;
     int next_jc = next_pc ? jc : jc + nc;
     if (next_jc >= j1) return none;
     int k = min_int(p->kc, p->K - next_pc), n = min_int(nc, j1 - next_jc);
     if ((double)k * n * sizeof(float) > GEMM_PREFETCH_B_MAX_BYTES) return none;
     return source_region(p->B, p->ldb, p->trans_b, next_pc, k, next_jc, n);
+}
+
+/* Columns [first, first + count), K range [k0, k0 + kc) of op(B), packed:
+ * from B or straight from the image of the implicit im2col matrix. */
+static void pack_b_block(const gemm_plan *p, int first, int count, int k0, int kc, float *out)
+{
+    if (p->columns)
+        p->kernel->pack_b_im2col(p->columns, first, count, k0, kc, out);
+    else
+        p->kernel->pack_b(p->trans_b, p->B, p->ldb, first, count, k0, kc, out);
 }
 
 /* Rows [i0, i1) x columns [j0, j1) of C: the Goto loops of the top comment,
@@ -363,8 +412,8 @@ static void blocked_block(const gemm_plan *p, int i0, int i1, int j0, int j1)
     const int kc = p->kc, mr = kernel->mr, nr = kernel->nr;
     const int mc = min_int(p->mc, round_up(i1 - i0, mr));
     const int nc = min_int(p->nc, round_up(j1 - j0, nr));
-    const size_t a_floats = p->share_a ? 0 : (size_t)(mc / mr) * sliver_floats(mr, kc);
-    const size_t b_floats = p->share_b ? 0 : (size_t)(nc / nr) * sliver_floats(nr, kc);
+    const size_t a_floats = p->a_ready ? 0 : (size_t)(mc / mr) * sliver_floats(mr, kc);
+    const size_t b_floats = p->b_ready ? 0 : (size_t)(nc / nr) * sliver_floats(nr, kc);
     float *buffer = a_floats + b_floats ? packing_buffer(PRIVATE_BUFFER, a_floats + b_floats) : NULL;
     if (a_floats + b_floats && !buffer) {
         unpacked_block(p, i0, i1, j0, j1);
@@ -383,17 +432,17 @@ static void blocked_block(const gemm_plan *p, int i0, int i1, int j0, int j1)
         for (int pc = 0, block = 0; pc < p->K; pc += kc, block++) {
             const int k = min_int(kc, p->K - pc);
             const float *b_panel = b_own;
-            if (p->share_b)
-                b_panel = p->b_shared + block * p->b_block_floats + (jc / nr) * sliver_floats(nr, k);
+            if (p->b_ready)
+                b_panel = p->b_ready + block * p->b_block_floats + (jc / nr) * sliver_floats(nr, k);
             else
-                kernel->pack_b(p->trans_b, p->B, p->ldb, jc, n, pc, k, b_own);
+                pack_b_block(p, jc, n, pc, k, b_own);
             update.first_k_block = pc == 0;
             update.last_k_block = pc + k == p->K;
             for (int ic = i0; ic < i1; ic += mc) {
                 const int m = min_int(mc, i1 - ic);
                 const float *a_block = a_own;
-                if (p->share_a)
-                    a_block = p->a_shared + block * p->a_block_floats + (ic / mr) * sliver_floats(mr, k);
+                if (p->a_ready)
+                    a_block = p->a_ready + block * p->a_block_floats + (ic / mr) * sliver_floats(mr, k);
                 else
                     kernel->pack_a(p->trans_a, p->A, p->lda, ic, m, pc, k, a_own);
                 update.row_scale = p->row_scale ? p->row_scale + ic : NULL;
@@ -482,57 +531,66 @@ static void gemv(const gemm_plan *p, dn_pool *pool, int threads)
 
 // ---- shared pre-packing -----------------------------------------------------
 
+typedef struct {
+    const gemm_plan *plan;
+    float *a_out, *b_out; /* where the shared A and B go (the plan's a_ready, b_ready) */
+    int a_parts, b_parts; /* pre-packing tasks per K block */
+} prepack_job;
+
 /* One pre-packing task: a range of slivers of one K block of B (the first
- * b_pack_parts tasks of each K block, when B is shared) or of A. */
+ * b_parts tasks of each K block) or of A. */
 static void prepack_task(void *ctx, int task, int thread)
 {
     (void)thread;
-    const gemm_plan *p = ctx;
+    const prepack_job *job = ctx;
+    const gemm_plan *p = job->plan;
     const gemm_kernel *kernel = p->kernel;
-    const int b_parts = p->share_b ? p->b_pack_parts : 0;
-    const int a_parts = p->share_a ? p->a_pack_parts : 0;
-    const int block = task / (a_parts + b_parts), part = task % (a_parts + b_parts);
+    const int block = task / (job->a_parts + job->b_parts);
+    const int part = task % (job->a_parts + job->b_parts);
     const int pc = block * p->kc, k = min_int(p->kc, p->K - pc);
     int s0, s1;
-    if (part < b_parts) {
-        dn_split_range(p->n_slivers, b_parts, part, &s0, &s1);
+    if (part < job->b_parts) {
+        dn_split_range(p->n_slivers, job->b_parts, part, &s0, &s1);
         int j0 = s0 * kernel->nr, j1 = min_int(p->N, s1 * kernel->nr);
-        float *out = p->b_shared + block * p->b_block_floats + s0 * sliver_floats(kernel->nr, k);
-        if (j0 < j1) kernel->pack_b(p->trans_b, p->B, p->ldb, j0, j1 - j0, pc, k, out);
+        float *out = job->b_out + block * p->b_block_floats + s0 * sliver_floats(kernel->nr, k);
+        if (j0 < j1) pack_b_block(p, j0, j1 - j0, pc, k, out);
     } else {
-        dn_split_range(p->m_slivers, a_parts, part - b_parts, &s0, &s1);
+        dn_split_range(p->m_slivers, job->a_parts, part - job->b_parts, &s0, &s1);
         int i0 = s0 * kernel->mr, i1 = min_int(p->M, s1 * kernel->mr);
-        float *out = p->a_shared + block * p->a_block_floats + s0 * sliver_floats(kernel->mr, k);
+        float *out = job->a_out + block * p->a_block_floats + s0 * sliver_floats(kernel->mr, k);
         if (i0 < i1) kernel->pack_a(p->trans_a, p->A, p->lda, i0, i1 - i0, pc, k, out);
     }
 }
 
 /* Packs the shared operands whole (in the calling thread's shared buffer),
- * over the pool; without the memory for it, shares nothing. */
+ * over the pool; without the memory for it, shares nothing.  An A the
+ * caller packed is left as it is. */
 static void prepack_shared(gemm_plan *p, dn_pool *pool)
 {
-    if (!p->share_a && !p->share_b) return;
-    p->a_block_floats = p->share_a ? (size_t)p->m_slivers * sliver_floats(p->kernel->mr, p->kc) : 0;
+    const int pack_a = p->share_a && !p->a_prepacked;
+    if (!pack_a && !p->share_b) return;
+    size_t a_floats = pack_a ? p->a_block_floats : 0;
     p->b_block_floats = p->share_b ? (size_t)p->n_slivers * sliver_floats(p->kernel->nr, p->kc) : 0;
-    float *shared = packing_buffer(SHARED_BUFFER,
-                                   (p->a_block_floats + p->b_block_floats) * p->k_blocks);
+    float *shared = packing_buffer(SHARED_BUFFER, (a_floats + p->b_block_floats) * p->k_blocks);
     if (!shared) {
-        p->share_a = p->share_b = 0;
+        p->share_a = p->a_prepacked;
+        p->share_b = 0;
         return;
     }
-    p->b_shared = shared;
-    p->a_shared = shared + p->b_block_floats * p->k_blocks;
-    int parts = (p->share_a ? p->a_pack_parts : 0) + (p->share_b ? p->b_pack_parts : 0);
-    dn_pool_run(pool, parts * p->k_blocks, prepack_task, p);
+    prepack_job job = {p, shared + p->b_block_floats * p->k_blocks, shared,
+                       pack_a ? p->a_pack_parts : 0, p->share_b ? p->b_pack_parts : 0};
+    dn_pool_run(pool, (job.a_parts + job.b_parts) * p->k_blocks, prepack_task, &job);
+    if (pack_a) p->a_ready = job.a_out;
+    if (p->share_b) p->b_ready = job.b_out;
 }
 
 // ---- entry points -----------------------------------------------------------
 
-void dn_gemm_ex(dn_pool *pool, int trans_a, int trans_b, int M, int N, int K, float alpha,
-                const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc,
-                const dn_gemm_epilogue *epilogue)
+/* The plan of C = alpha * op(A) * op(B) + beta * C (and the epilogue), before blocking. */
+static gemm_plan make_plan(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                           const float *A, int lda, const float *B, int ldb, float beta, float *C,
+                           int ldc, const dn_gemm_epilogue *epilogue)
 {
-    if (M <= 0 || N <= 0 || !C) return;
     gemm_plan plan = {
         .kernel = gemm_kernel_get(),
         .trans_a = trans_a,
@@ -556,23 +614,190 @@ void dn_gemm_ex(dn_pool *pool, int trans_a, int trans_b, int M, int N, int K, fl
         if (epilogue->activation >= 0 && epilogue->activation < DN_ACT_COUNT)
             plan.activation = epilogue->activation;
     }
+    return plan;
+}
+
+/* Threads worth using for an M x N x K product. */
+static int useful_threads(dn_pool *pool, int M, int N, int K)
+{
+    return (double)M * N * K < GEMM_PARALLEL_MIN_MACS ? 1 : dn_pool_threads(pool);
+}
+
+/* A packed by the caller: the layout dn_gemm_pack_a writes. */
+static void use_packed_a(gemm_plan *p, const float *packed_a)
+{
+    p->A = NULL;
+    p->a_prepacked = 1;
+    p->a_ready = packed_a;
+}
+
+/* Blocks, shared operands, then the task grid over the pool. */
+static void run_blocked(gemm_plan *p, dn_pool *pool, int threads)
+{
+    plan_blocks(p, threads);
+    prepack_shared(p, pool);
+    int tasks = p->m_parts * p->n_parts;
+    if (tasks == 1)
+        gemm_task(p, 0, 0);
+    else
+        dn_pool_run(pool, tasks, gemm_task, p);
+}
+
+void dn_gemm_ex(dn_pool *pool, int trans_a, int trans_b, int M, int N, int K, float alpha,
+                const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc,
+                const dn_gemm_epilogue *epilogue)
+{
+    if (M <= 0 || N <= 0 || !C) return;
+    gemm_plan plan = make_plan(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+                               epilogue);
     if (K <= 0 || alpha == 0.f || !A || !B) {
         scale_c(&plan);
         return;
     }
-    int threads = dn_pool_threads(pool);
-    if ((double)M * N * K < GEMM_PARALLEL_MIN_MACS) threads = 1;
+    int threads = useful_threads(pool, M, N, K);
     if (M == 1) {
         gemv(&plan, pool, threads);
         return;
     }
-    plan_blocks(&plan, threads);
-    prepack_shared(&plan, pool);
-    int tasks = plan.m_parts * plan.n_parts;
-    if (tasks == 1)
-        gemm_task(&plan, 0, 0);
-    else
-        dn_pool_run(pool, tasks, gemm_task, &plan);
+    run_blocked(&plan, pool, threads);
+}
+
+// ---- A packed ahead of time -------------------------------------------------
+
+size_t dn_gemm_packed_a_floats(int M, int K)
+{
+    if (M <= 0 || K <= 0) return 0;
+    const gemm_kernel *kernel = gemm_kernel_get();
+    int kc = k_block(kernel, K);
+    return (size_t)ceil_div(K, kc) * ceil_div(M, kernel->mr) * sliver_floats(kernel->mr, kc);
+}
+
+dn_gemm_packed_a_layout dn_gemm_packed_a_layout_of(int M, int K)
+{
+    const gemm_kernel *kernel = gemm_kernel_get();
+    dn_gemm_packed_a_layout layout = {kernel->mr, k_block(kernel, K), GEMM_SLIVER_PAD, 0};
+    layout.block_floats = (size_t)ceil_div(M, kernel->mr) * sliver_floats(kernel->mr, layout.kc);
+    return layout;
+}
+
+/* Rows [first, first + count) of A (M x K; `rows` holds row `first`, row
+ * stride lda) into their slivers; first is a multiple of MR. */
+static void pack_a_rows(int M, int K, const float *rows, int lda, int first, int count,
+                        float *packed)
+{
+    const gemm_kernel *kernel = gemm_kernel_get();
+    const int kc = k_block(kernel, K), mr = kernel->mr;
+    if (count <= 0 || K <= 0 || first % mr) return;
+    const size_t block_floats = (size_t)ceil_div(M, mr) * sliver_floats(mr, kc);
+    for (int pc = 0, block = 0; pc < K; pc += kc, block++) {
+        int k = min_int(kc, K - pc);
+        kernel->pack_a(0, rows, lda, 0, min_int(count, M - first), pc, k,
+                       packed + block * block_floats + (size_t)(first / mr) * sliver_floats(mr, k));
+    }
+}
+
+typedef struct {
+    int M, K, lda, grain_rows, parts;
+    const float *A;
+    float *packed;
+} pack_a_job;
+
+static void pack_a_task(void *ctx, int task, int thread)
+{
+    (void)thread;
+    const pack_a_job *job = ctx;
+    int s0, s1;
+    dn_split_range(ceil_div(job->M, job->grain_rows), job->parts, task, &s0, &s1);
+    int first = s0 * job->grain_rows, last = min_int(job->M, s1 * job->grain_rows);
+    if (first < last)
+        pack_a_rows(job->M, job->K, job->A + (size_t)first * job->lda, job->lda, first,
+                    last - first, job->packed);
+}
+
+void dn_gemm_pack_a(dn_pool *pool, int M, int K, const float *A, int lda, float *packed)
+{
+    if (M <= 0 || K <= 0) return;
+    pack_a_job job = {M, K, lda, gemm_kernel_get()->mr, 0, A, packed};
+    job.parts = min_int(ceil_div(M, job.grain_rows), 4 * dn_pool_threads(pool));
+    dn_pool_run(pool, job.parts, pack_a_task, &job);
+}
+
+void dn_gemm_packed(dn_pool *pool, int M, int N, int K, const float *packed_a, const float *B,
+                    int ldb, float *C, int ldc, const dn_gemm_epilogue *epilogue)
+{
+    if (M <= 0 || N <= 0 || !C) return;
+    gemm_plan plan = make_plan(0, 0, M, N, K, 1.f, NULL, K, B, ldb, 0.f, C, ldc, epilogue);
+    if (K <= 0 || !packed_a || !B) {
+        scale_c(&plan);
+        return;
+    }
+    use_packed_a(&plan, packed_a);
+    run_blocked(&plan, pool, useful_threads(pool, M, N, K));
+}
+
+void dn_gemm_conv(dn_pool *pool, int M, const float *A, const float *packed_a,
+                  const dn_gemm_im2col *columns, float *C, const dn_gemm_epilogue *epilogue)
+{
+    const int N = columns->out_h * columns->out_w;
+    const int K = columns->channels * columns->ksize * columns->ksize;
+    if (M <= 0 || N <= 0 || !C) return;
+    gemm_plan plan = make_plan(0, 0, M, N, K, 1.f, A, K, NULL, N, 0.f, C, N, epilogue);
+    if (K <= 0 || (!A && !packed_a) || !columns->im) {
+        scale_c(&plan);
+        return;
+    }
+    plan.columns = columns;
+    if (packed_a) use_packed_a(&plan, packed_a);
+    run_blocked(&plan, pool, useful_threads(pool, M, N, K));
+}
+
+// ---- many products, A packed ----------------------------------------------------
+
+typedef struct {
+    gemm_plan plan; /* product 0's; product i is the same at other addresses */
+    const float *packed_a, *B;
+    float *C;
+    size_t a_stride, b_stride, c_stride;
+    int parts;      /* tasks per product */
+} batch_job;
+
+static void batch_task(void *ctx, int task, int thread)
+{
+    const batch_job *job = ctx;
+    const size_t product = (size_t)(task / job->parts);
+    gemm_plan p = job->plan;
+    p.a_ready = job->packed_a + product * job->a_stride;
+    p.B = job->B + product * job->b_stride;
+    p.C = job->C + product * job->c_stride;
+    gemm_task(&p, task % job->parts, thread);
+}
+
+void dn_gemm_packed_batch(dn_pool *pool, int count, int M, int N, int K, const float *packed_a,
+                          size_t a_stride, const float *B, int ldb, size_t b_stride, float *C,
+                          int ldc, size_t c_stride)
+{
+    if (count <= 0 || M <= 0 || N <= 0 || !C) return;
+    if (K <= 0 || !packed_a || !B) { /* empty sums: C = 0 */
+        for (int i = 0; i < count; i++)
+            dn_gemm_packed(NULL, M, N, 0, NULL, NULL, ldb, C + (size_t)i * c_stride, ldc, NULL);
+        return;
+    }
+    batch_job job = {make_plan(0, 0, M, N, K, 1.f, NULL, K, B, ldb, 0.f, C, ldc, NULL), packed_a, B,
+                     C, a_stride, b_stride, c_stride, 1};
+    use_packed_a(&job.plan, packed_a);
+    /* enough products keep every thread busy: one task each; otherwise each
+     * product is cut for the threads a product gets */
+    int threads = (double)M * N * K * count < GEMM_PARALLEL_MIN_MACS ? 1 : dn_pool_threads(pool);
+    int per_product = count >= 4 * threads ? 1 : ceil_div(4 * threads, count);
+    plan_blocks(&job.plan, per_product);
+    job.plan.share_b = 0; /* each block packs its own B: a shared one would be per product */
+    job.plan.b_ready = NULL;
+    job.parts = job.plan.m_parts * job.plan.n_parts;
+    if (threads == 1) {
+        for (int task = 0; task < count * job.parts; task++) batch_task(&job, task, 0);
+        return;
+    }
+    dn_pool_run(pool, count * job.parts, batch_task, &job);
 }
 
 void dn_gemm(dn_pool *pool, int trans_a, int trans_b, int M, int N, int K, float alpha,

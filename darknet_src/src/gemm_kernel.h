@@ -4,6 +4,8 @@
 #ifndef DN_GEMM_KERNEL_H
 #define DN_GEMM_KERNEL_H
 
+#include "gemm.h"
+
 /* What a micro-kernel does with its finished MR x NR block of partial sums
  * `acc` for one K block:
  *   first K block:  C = alpha * acc + beta * C   (beta == 0: C is not read)
@@ -27,6 +29,11 @@ typedef struct {
 #define GEMM_SLIVER_PAD 16
 typedef void (*gemm_pack_fn)(int trans, const float *src, int ld, int first, int count, int k0,
                              int kc, float *out);
+
+/* Pack columns [first, first + count) of the implicit im2col matrix
+ * (gemm.h), rows [k0, k0 + kc), like gemm_pack_fn packs op(B). */
+typedef void (*gemm_pack_im2col_fn)(const dn_gemm_im2col *columns, int first, int count,
+                                    int k0, int kc, float *out);
 
 /* A block of a source matrix (rows x row_floats at stride ld) that will be
  * packed next: the macro-kernel prefetches it into L2, a little per tile, so
@@ -58,6 +65,7 @@ typedef struct {
     double pack_cost;      /* packing one value costs about this many multiply-adds */
     gemm_pack_fn pack_a;
     gemm_pack_fn pack_b;
+    gemm_pack_im2col_fn pack_b_im2col;
     gemm_macro_fn macro;
     gemm_gemv_fn gemv;
     int vector_floats;     /* floats per vector register */

@@ -200,21 +200,137 @@ K_ATTR static void FN(pack_b)(int trans, const float *B, int ldb, int first, int
     }
 }
 
+/* A run of a B sliver's columns that lie in one output row: sliver columns
+ * [col, col + len) are the output pixels (oy, ox .. ox + len - 1). */
+typedef struct {
+    int oy, ox, len, col;
+} im2col_run;
+
+/* dst[run->col ..] = row (c, ky, kx) of the im2col matrix over the run:
+ * im[c][oy * stride + ky - pad][ox * stride + kx - pad ...], 0 outside. */
+K_ATTR static inline void FN(im2col_run_copy)(const dn_gemm_im2col *g, const float *channel,
+                                              const im2col_run *run, int ky, int kx, float *dst)
+{
+    float *d = dst + run->col;
+    const int iy = run->oy * g->stride + ky - g->pad;
+    if (iy < 0 || iy >= g->height) {
+        for (int t = 0; t < run->len; t++) d[t] = 0.f;
+        return;
+    }
+    const float *row = channel + (size_t)iy * g->width;
+    const int x0 = run->ox * g->stride + kx - g->pad;
+    if (g->stride != 1) {
+        for (int t = 0; t < run->len; t++) {
+            const int ix = x0 + t * g->stride;
+            d[t] = (ix >= 0 && ix < g->width) ? row[ix] : 0.f;
+        }
+        return;
+    }
+    if (run->len == NR && x0 >= 0 && x0 + NR <= g->width) { /* the common case: one vector row */
+        K_UNROLL for (int v = 0; v < NV; v++) v_store(d + v * VW, v_load(row + x0 + v * VW));
+        return;
+    }
+    int t = 0;
+    for (; t < run->len && x0 + t < 0; t++) d[t] = 0.f;
+    const int end = FN(k_min)(run->len, g->width - x0);
+    for (; t < end; t++) d[t] = row[x0 + t];
+    for (; t < run->len; t++) d[t] = 0.f;
+}
+
+/* One sliver of NR columns that are NR neighbouring outputs of one row
+ * (oy, ox ..), stride 1: the common case, one (c, ky) input row at a time
+ * for its kx, mostly whole vectors. */
+K_ATTR static void FN(pack_im2col_row)(const dn_gemm_im2col *g, int oy, int ox, int k0, int kc,
+                                       float *sliver)
+{
+    const int ks = g->ksize;
+    int c = k0 / (ks * ks), ky = (k0 / ks) % ks, kx = k0 % ks;
+    for (int k = 0; k < kc;) {
+        const int n = FN(k_min)(ks - kx, kc - k), iy = oy + ky - g->pad;
+        float *dst = sliver + (size_t)k * NR;
+        if (iy < 0 || iy >= g->height) {
+            for (int t = 0; t < n * NR; t++) dst[t] = 0.f;
+        } else {
+            const float *row = g->im + ((size_t)c * g->height + iy) * g->width;
+            for (int t = 0; t < n; t++, dst += NR) {
+                const int x0 = ox + kx + t - g->pad;
+                if (x0 >= 0 && x0 + NR <= g->width) {
+                    K_UNROLL for (int v = 0; v < NV; v++) v_store(dst + v * VW, v_load(row + x0 + v * VW));
+                } else {
+                    for (int j = 0; j < NR; j++)
+                        dst[j] = (x0 + j >= 0 && x0 + j < g->width) ? row[x0 + j] : 0.f;
+                }
+            }
+        }
+        k += n;
+        kx += n;
+        if (kx == ks) {
+            kx = 0;
+            if (++ky == ks) {
+                ky = 0;
+                c++;
+            }
+        }
+    }
+}
+
+/* Columns [first, first + count), rows [k0, k0 + kc) of the implicit im2col
+ * matrix into [kc][NR] slivers: the values dn_im2col would have written and
+ * pack_b would have copied, read straight from the image. */
+K_ATTR static void FN(pack_b_im2col)(const dn_gemm_im2col *g, int first, int count, int k0, int kc,
+                                     float *out)
+{
+    const int ks = g->ksize;
+    const size_t plane = (size_t)g->height * g->width;
+    for (int s = 0; s * NR < count; s++) {
+        float *sliver = out + s * B_SLIVER(kc);
+        const int j0 = first + s * NR, cols = FN(k_min)(NR, count - s * NR);
+        if (cols == NR && g->stride == 1 && j0 % g->out_w + NR <= g->out_w) {
+            FN(pack_im2col_row)(g, j0 / g->out_w, j0 % g->out_w, k0, kc, sliver);
+            continue;
+        }
+        im2col_run runs[NR];
+        int n_runs = 0;
+        for (int j = 0; j < cols;) {
+            const int oy = (j0 + j) / g->out_w, ox = (j0 + j) % g->out_w;
+            const int len = FN(k_min)(cols - j, g->out_w - ox);
+            runs[n_runs++] = (im2col_run){oy, ox, len, j};
+            j += len;
+        }
+        int c = k0 / (ks * ks), ky = (k0 / ks) % ks, kx = k0 % ks;
+        for (int k = 0; k < kc; k++) {
+            float *dst = sliver + (size_t)k * NR;
+            const float *channel = g->im + (size_t)c * plane;
+            for (int r = 0; r < n_runs; r++) FN(im2col_run_copy)(g, channel, &runs[r], ky, kx, dst);
+            for (int j = cols; j < NR; j++) dst[j] = 0.f;
+            if (++kx == ks) {
+                kx = 0;
+                if (++ky == ks) {
+                    ky = 0;
+                    c++;
+                }
+            }
+        }
+    }
+}
+
 // ---- write-back -------------------------------------------------------------
 
-/* C (MR x NR at c, row stride ldc) updated from the sums in acc; scale and
- * shift have MR entries (or are NULL). */
-K_ATTR static inline void FN(update_tile)(vec acc[MR][NV], float *c, int ldc,
-                                          const gemm_tile_update *u, const float *scale,
-                                          const float *shift)
+/* The first `rows` rows and nv vectors of columns of C (MR x NR at c, row
+ * stride ldc) updated from the sums in acc; scale and shift have `rows`
+ * entries (or are NULL). */
+K_ATTR static inline __attribute__((always_inline)) void FN(update_tile)(
+    vec acc[MR][NV], float *c, int ldc, const gemm_tile_update *u, const float *scale,
+    const float *shift, int rows, const int nv)
 {
     const vec alpha = v_set1(u->alpha);
     const int overwrite = u->first_k_block && u->beta == 0.f;
     const vec beta = v_set1(u->first_k_block ? u->beta : 1.f);
     const int last = u->last_k_block;
     K_UNROLL for (int r = 0; r < MR; r++) {
+        if (r >= rows) break;
         float *c_row = c + (size_t)r * ldc;
-        K_UNROLL for (int v = 0; v < NV; v++) {
+        K_UNROLL for (int v = 0; v < nv; v++) {
             vec x;
             if (overwrite)
                 x = v_mul(acc[r][v], alpha);
@@ -233,13 +349,16 @@ K_ATTR static inline void FN(update_tile)(vec acc[MR][NV], float *c, int ldc,
 
 // ---- micro-kernel -----------------------------------------------------------
 
-/* The rows x cols (<= MR x NR) block of C at c from one A sliver and one B sliver. */
-K_ATTR static void FN(micro)(int kc, const float *a, const float *b, float *c, int ldc, int rows,
-                             int cols, const gemm_tile_update *u, const float *c_next)
+/* The rows x cols block of C at c (cols <= nv * VW, rows <= MR) from one A
+ * sliver and the first nv vectors of one B sliver.  Each element gets the
+ * same operations whatever nv is. */
+K_ATTR static inline __attribute__((always_inline)) void FN(micro_body)(
+    int kc, const float *a, const float *b, float *c, int ldc, int rows, int cols,
+    const gemm_tile_update *u, const float *c_next, const int nv)
 {
     vec acc[MR][NV];
     K_UNROLL for (int r = 0; r < MR; r++)
-        K_UNROLL for (int v = 0; v < NV; v++) acc[r][v] = v_zero();
+        K_UNROLL for (int v = 0; v < nv; v++) acc[r][v] = v_zero();
 
     /* fetch the next tile of C (for writing) while this one computes */
     K_UNROLL for (int r = 0; r < MR; r++) {
@@ -249,23 +368,26 @@ K_ATTR static void FN(micro)(int kc, const float *a, const float *b, float *c, i
 
     K_UNROLL_K for (int k = 0; k < kc; k++) {
         vec bv[NV];
-        K_UNROLL for (int v = 0; v < NV; v++) bv[v] = v_load(b + v * VW);
+        K_UNROLL for (int v = 0; v < nv; v++) bv[v] = v_load(b + v * VW);
         K_UNROLL for (int r = 0; r < MR; r++) {
             const vec av = v_set1(a[r]);
-            K_UNROLL for (int v = 0; v < NV; v++) acc[r][v] = v_fma(av, bv[v], acc[r][v]);
+            K_UNROLL for (int v = 0; v < nv; v++) acc[r][v] = v_fma(av, bv[v], acc[r][v]);
         }
         a += MR;
         b += NR;
     }
 
-    if (rows == MR && cols == NR) {
-        FN(update_tile)(acc, c, ldc, u, u->row_scale, u->row_shift);
+    if (cols == nv * VW) { /* all rows, or the first rows of an edge: straight from registers */
+        if (rows == MR)
+            FN(update_tile)(acc, c, ldc, u, u->row_scale, u->row_shift, MR, nv);
+        else
+            FN(update_tile)(acc, c, ldc, u, u->row_scale, u->row_shift, rows, nv);
         if (u->last_k_block && u->activation_is_slow)
-            dn_gemm_activate_tile(c, ldc, MR, NR, u->activation);
+            dn_gemm_activate_tile(c, ldc, rows, cols, u->activation);
         return;
     }
 
-    /* edge: the same update on a padded copy, then the valid part back */
+    /* edge columns: the same update on a padded copy, then the valid part back */
     float tile[MR * NR] __attribute__((aligned(64)));
     float scale[MR], shift[MR];
     const int reads_c = !(u->first_k_block && u->beta == 0.f);
@@ -277,11 +399,28 @@ K_ATTR static void FN(micro)(int kc, const float *a, const float *b, float *c, i
     if (reads_c)
         for (int r = 0; r < rows; r++)
             memcpy(tile + r * NR, c + (size_t)r * ldc, sizeof(float) * (size_t)cols);
-    FN(update_tile)(acc, tile, NR, u, u->row_scale ? scale : NULL, u->row_shift ? shift : NULL);
+    FN(update_tile)(acc, tile, NR, u, u->row_scale ? scale : NULL, u->row_shift ? shift : NULL, MR,
+                    nv);
     if (u->last_k_block && u->activation_is_slow)
         dn_gemm_activate_tile(tile, NR, rows, cols, u->activation);
     for (int r = 0; r < rows; r++)
         memcpy(c + (size_t)r * ldc, tile + r * NR, sizeof(float) * (size_t)cols);
+}
+
+/* A full-width tile (any cols <= NR). */
+K_ATTR static void FN(micro)(int kc, const float *a, const float *b, float *c, int ldc, int rows,
+                             int cols, const gemm_tile_update *u, const float *c_next)
+{
+    FN(micro_body)(kc, a, b, c, ldc, rows, cols, u, c_next, NV);
+}
+
+/* A tile of at most one vector of columns (the last of an N that is not a
+ * multiple of NR): half the work of a full one or less, the same bits. */
+K_ATTR static void FN(micro_narrow)(int kc, const float *a, const float *b, float *c, int ldc,
+                                    int rows, int cols, const gemm_tile_update *u,
+                                    const float *c_next)
+{
+    FN(micro_body)(kc, a, b, c, ldc, rows, cols, u, c_next, 1);
 }
 
 // ---- macro-kernel -----------------------------------------------------------
@@ -315,8 +454,13 @@ K_ATTR static void FN(macro)(int kc, int m, int n, const float *a_packed, const 
                     pf_row++;
                 }
             }
-            FN(micro)(kc, a_packed + (i / MR) * A_SLIVER(kc), b_sliver, c + (size_t)i * ldc + j, ldc,
-                      FN(k_min)(MR, m - i), FN(k_min)(NR, n - j), &u, c_next);
+            const int cols = FN(k_min)(NR, n - j);
+            if (NV > 1 && cols <= VW)
+                FN(micro_narrow)(kc, a_packed + (i / MR) * A_SLIVER(kc), b_sliver,
+                                 c + (size_t)i * ldc + j, ldc, FN(k_min)(MR, m - i), cols, &u, c_next);
+            else
+                FN(micro)(kc, a_packed + (i / MR) * A_SLIVER(kc), b_sliver, c + (size_t)i * ldc + j,
+                          ldc, FN(k_min)(MR, m - i), cols, &u, c_next);
         }
     }
 }
@@ -414,6 +558,7 @@ const gemm_kernel K_SYMBOL = {
     .pack_cost = K_PACK_COST,
     .pack_a = FN(pack_a),
     .pack_b = FN(pack_b),
+    .pack_b_im2col = FN(pack_b_im2col),
     .macro = FN(macro),
     .gemv = FN(gemv),
     .vector_floats = VW,

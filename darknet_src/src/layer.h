@@ -64,7 +64,12 @@ typedef struct {
     int64_t seen;         /* images seen so far (region's prior term) */
     int net_w, net_h;     /* network input size (yolo anchors are in its pixels) */
     dn_rng *rng;          /* dropout masks, crop offsets */
+    uint64_t params_version; /* the network's: changes whenever parameters may have */
+    const struct dn_gpu_ctx *gpu; /* CUDA forward/backward: device pointers, or NULL */
 } dn_ctx;
+
+/* What a layer's CUDA twin sees in addition (cuda.h has the definition). */
+typedef struct dn_gpu_ctx dn_gpu_ctx;
 
 /* Per-update hyperparameters (see sgd.c). */
 typedef struct {
@@ -105,10 +110,18 @@ struct dn_layer_ops {
     /* New input size (multi-scale training): recompute the output shape. */
     dn_status (*resize)(dn_layer *l, int in_w, int in_h);
     void (*free)(dn_layer *l);
-    /* CUDA twins; NULL in a CPU build. */
-    void (*forward_gpu)(dn_layer *l, const dn_ctx *ctx);
-    void (*backward_gpu)(dn_layer *l, const dn_ctx *ctx);
 };
+
+/* The CUDA twin of a layer kind (layers/layers_gpu.cu).  Kept in a table of
+ * its own so that CPU code never sees a CUDA symbol: dn_layer_gpu_ops_for
+ * returns NULL in a CPU build (device.c), and the #ifdef lives there. */
+typedef struct {
+    dn_layer_type type;
+    void (*forward)(dn_layer *l, const dn_ctx *ctx);
+    void (*backward)(dn_layer *l, const dn_ctx *ctx);
+} dn_layer_gpu_ops;
+
+const dn_layer_gpu_ops *dn_layer_gpu_ops_for(dn_layer_type type);
 
 typedef enum { DN_COST_SSE, DN_COST_MASKED, DN_COST_L1, DN_COST_SMOOTH, DN_COST_SEG, DN_COST_WGAN } dn_cost_type;
 
@@ -155,13 +168,30 @@ struct dn_layer {
     float cost;
     dn_detection_stats stats;
 
+    /* CUDA copies (device pointers, NULL for a CPU network); parameter
+     * views point into the network's device buffers */
+    struct {
+        float *output, *delta;
+        float *bn_x, *bn_x_norm, *bn_mean, *bn_variance, *bn_mean_delta, *bn_variance_delta;
+        float *biases, *scales, *weights;
+        float *bias_grads, *scale_grads, *weight_grads;
+        float *bias_velocity, *scale_velocity, *weight_velocity;
+        float *rolling_mean, *rolling_variance;
+        int *indexes;             /* maxpool argmax */
+        float *mask;              /* dropout */
+        float *factors;           /* folded batch-norm scale | shift (inference) */
+    } gpu;
+
     /* route / shortcut inputs */
     int n_sources;
     dn_layer **sources;
     int *source_index;
 
     union {
-        struct { int filters, size, stride, pad, groups, flipped, backward_parts; } conv;
+        struct {
+            int filters, size, stride, pad, groups, flipped, backward_parts;
+            struct dn_conv_cache *cache; /* inference: weights packed / transformed */
+        } conv;
         struct { int size, stride, pad; int *indexes; } pool;
         struct { int stride, reverse; } reorg;
         struct { float alpha, beta; } shortcut;

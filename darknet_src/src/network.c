@@ -12,6 +12,7 @@
 
 #include "blas.h"
 #include "cfg.h"
+#include "cuda.h"
 #include "error.h"
 #include "util.h"
 
@@ -295,7 +296,10 @@ void dn_network_ensure_params(dn_network *net)
     if (net->params_ready) return;
     initialise_params(net);
     net->params_ready = 1;
+    dn_network_params_changed(net);
 }
+
+void dn_network_params_changed(dn_network *net) { net->params_version++; }
 
 /* ---- activations ------------------------------------------------------------------- */
 
@@ -335,7 +339,22 @@ static dn_status allocate_activations(dn_network *net)
     return DN_OK;
 }
 
-dn_status dn_network_reallocate_activations(dn_network *net) { return allocate_activations(net); }
+dn_status dn_network_reallocate_activations(dn_network *net)
+{
+    DN_TRY(allocate_activations(net));
+    if (net->gpu) DN_TRY(dn_cuda_network_realloc(net));
+    return DN_OK;
+}
+
+dn_status dn_network_sync_host_params(dn_network *net)
+{
+    if (net->gpu && net->host_params_stale) {
+        DN_TRY(dn_cuda_pull_params(net));
+        net->host_params_stale = 0;
+        dn_network_params_changed(net);
+    }
+    return DN_OK;
+}
 
 /* ---- create / free ------------------------------------------------------------------ */
 
@@ -354,7 +373,7 @@ DN_API int dn_hardware_threads(void) { return dn_hardware_threads_internal(); }
 
 DN_API dn_network_params dn_network_default_params(void)
 {
-    dn_network_params p = {0, 0, 0, 0, 0};
+    dn_network_params p = {0, 0, 0, 0, 0, -1};
     return p;
 }
 
@@ -414,12 +433,14 @@ static dn_status build_network(dn_network *net, dn_cfg *cfg, const dn_network_pa
     DN_TRY(allocate_activations(net));
     net->threads = p->threads ? p->threads : dn_hardware_threads_internal();
     DN_TRY(dn_pool_create(net->threads, &net->pool));
+    if (p->gpu >= 0) DN_TRY(dn_cuda_network_attach(net, p->gpu));
     return DN_OK;
 }
 
 DN_API void dn_network_free(dn_network *net)
 {
     if (!net) return;
+    if (net->gpu) dn_cuda_network_detach(net);
     if (net->layers)
         for (int i = 0; i < net->n_layers; i++)
             if (net->layers[i].ops && net->layers[i].ops->free) net->layers[i].ops->free(&net->layers[i]);
@@ -458,6 +479,7 @@ DN_API dn_status dn_network_create_from_text(const char *cfg_text, const char *n
     }
     dn_rng_seed(&net->rng, 0);
     net->update_replicas = 1;
+    net->gpu_index = -1;
     net->name = dn_strdup(cfg.source);
     dn_status st = net->name ? build_network(net, &cfg, params) : DN_ERR_OOM;
     if (st == DN_OK) st = collect_unused_options(net, &cfg, &net->warnings);
@@ -500,6 +522,13 @@ dn_status dn_network_forward(dn_network *net, const float *input, int train, con
     if (train && !net->train)
         return DN_FAIL(DN_ERR_ARG, "the network was built for inference (params.train = 0)");
     dn_network_ensure_params(net);
+    if (net->gpu) {
+        if (net->device_params_stale) {
+            DN_TRY(dn_cuda_push_params(net));
+            net->device_params_stale = 0;
+        }
+        return dn_cuda_forward(net, input, train, truth);
+    }
     dn_ctx ctx = {0};
     ctx.input = input;
     ctx.train = train;
@@ -511,6 +540,7 @@ dn_status dn_network_forward(dn_network *net, const float *input, int train, con
     ctx.net_w = net->w;
     ctx.net_h = net->h;
     ctx.rng = &net->rng;
+    ctx.params_version = net->params_version;
     for (int i = 0; i < net->n_layers; i++) {
         dn_layer *l = &net->layers[i];
         struct timespec start, end;

@@ -77,15 +77,33 @@ struct dn_network {
     int update_replicas;        /* all-reduce training: replicas whose images one update
                                    counts (1 otherwise) */
     float *input_delta;         /* delta of the network input, when asked for */
+
+    /* CUDA (cuda.h): the device copy of the network */
+    int gpu_index;              /* -1: the network runs on the CPU */
+    struct dn_gpu *gpu;
+    float *params_gpu, *grads_gpu, *velocity_gpu, *stats_gpu;
+    float *input_gpu, *input_delta_gpu, *workspace_gpu;
+    int host_params_stale;      /* the device holds newer parameters (after updates) */
+    int device_params_stale;    /* the host holds newer parameters (loaded, edited) */
+    uint64_t params_version;    /* bumped whenever the host parameters may have changed:
+                                   layers keep what they derive from them (packed or
+                                   Winograd-transformed weights) until it moves */
     int profiling;              /* record per-layer forward times */
     double *layer_ms;           /* 2 * n_layers: last forward's, then last backward's times */
 };
+
+/* The host parameters may have changed (written, loaded, updated, averaged). */
+void dn_network_params_changed(dn_network *net);
 
 /* darknet's random initialisation, done lazily: a network whose weights are
  * then loaded in full never pays for it. */
 void dn_network_ensure_params(dn_network *net);
 
 int dn_hardware_threads_internal(void);
+
+/* Host copies current before the host reads or writes parameters
+ * (pulls them from the GPU when the device holds newer ones). */
+dn_status dn_network_sync_host_params(dn_network *net);
 
 /* (Re)allocate every layer's activations for net->batch and the current
  * input size; also the workspace, input and truth buffers. */

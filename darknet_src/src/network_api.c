@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda.h"
 #include "darknet.h"
 #include "error.h"
 #include "gemm.h"
@@ -37,6 +38,7 @@ DN_API dn_status dn_network_get_info(const dn_network *net, dn_network_info *out
     for (int i = 0; i < net->n_layers; i++) bflops += net->layers[i].bflops;
     out->bflops = bflops;
     out->threads = net->threads;
+    out->gpu = net->gpu ? net->gpu_index : -1;
     return DN_OK;
 }
 
@@ -155,6 +157,7 @@ DN_API dn_status dn_network_predict(dn_network *net, const float *input, const f
     *output = NULL;
     if (!input) input = net->input;
     DN_TRY(dn_network_forward(net, input, 0, NULL));
+    if (net->gpu) DN_TRY(dn_cuda_pull_output(net, net->output_layer));
     *output = net->layers[net->output_layer].output;
     return DN_OK;
 }
@@ -191,6 +194,7 @@ DN_API dn_status dn_network_layer_output(const dn_network *net, int index, const
 {
     DN_TRY(check_index(net, index));
     if (!data || !n) return DN_FAIL(DN_ERR_ARG, "data and n must not be NULL");
+    if (net->gpu) DN_TRY(dn_cuda_pull_output((dn_network *)net, index));
     const dn_layer *l = &net->layers[index];
     *data = l->output;
     *n = (size_t)l->batch * l->out_size;
@@ -207,6 +211,9 @@ DN_API dn_status dn_network_layer_param(dn_network *net, int index, dn_param_kin
     *n = 0;
     if (!l->n_params) return DN_OK;
     dn_network_ensure_params(net);
+    DN_TRY(dn_network_sync_host_params(net));
+    if (net->gpu) net->device_params_stale = 1; /* the caller may write through the view */
+    dn_network_params_changed(net);
     switch (kind) {
     case DN_PARAM_BIASES: *data = l->biases; *n = (size_t)l->n_biases; break;
     case DN_PARAM_SCALES: *data = l->scales; *n = l->scales ? (size_t)l->n_biases : 0; break;
@@ -221,6 +228,14 @@ DN_API dn_status dn_network_layer_param(dn_network *net, int index, dn_param_kin
     case DN_PARAM_WEIGHTS: *data = l->weights; *n = l->n_weights; break;
     default: return DN_FAIL(DN_ERR_ARG, "unknown parameter kind %d", (int)kind);
     }
+    return DN_OK;
+}
+
+DN_API dn_status dn_network_params_touched(dn_network *net)
+{
+    if (!net) return DN_FAIL(DN_ERR_ARG, "network must not be NULL");
+    dn_network_params_changed(net);
+    if (net->gpu) net->device_params_stale = 1;
     return DN_OK;
 }
 
@@ -246,6 +261,11 @@ DN_API dn_status dn_network_randomize(dn_network *net, uint64_t seed)
             }
     }
     net->params_ready = 1; /* every parameter was just written */
+    dn_network_params_changed(net);
+    if (net->gpu) {
+        net->host_params_stale = 0;
+        net->device_params_stale = 1;
+    }
     return DN_OK;
 }
 

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "blas.h"
+#include "cuda.h"
 #include "error.h"
 #include "network.h"
 
@@ -150,8 +151,15 @@ DN_API dn_status dn_network_forward_backward(dn_network *net, const float *input
     net->seen += net->batch; /* darknet counts the images before the forward */
     DN_TRY(dn_network_forward(net, input, 1, truth));
     float cost = network_cost(net);
-    if (!isfinite(cost)) return non_finite_error(net, "the loss", cost);
-    network_backward(net, input);
+    if (!isfinite(cost)) {
+        if (net->gpu)
+            for (int i = 0; i < net->n_layers; i++) DN_TRY(dn_cuda_pull_output(net, i));
+        return non_finite_error(net, "the loss", cost);
+    }
+    if (net->gpu)
+        DN_TRY(dn_cuda_backward(net));
+    else
+        network_backward(net, input);
     if (loss) *loss = cost;
     return DN_OK;
 }
@@ -166,11 +174,20 @@ DN_API dn_status dn_network_update(dn_network *net, float *learning_rate)
     args.learning_rate = dn_network_learning_rate(net, dn_network_current_batch(net));
     args.momentum = net->hp.momentum;
     args.decay = net->hp.decay;
-    for (int i = 0; i < net->n_layers; i++) {
-        dn_layer *l = &net->layers[i];
-        if (l->ops->update) l->ops->update(l, &args);
-    }
     if (learning_rate) *learning_rate = args.learning_rate;
+    if (net->gpu) {
+        int finite = 1;
+        DN_TRY(dn_cuda_update(net, &args, &finite));
+        net->host_params_stale = 1;
+        if (finite) return DN_OK;
+        DN_TRY(dn_network_sync_host_params(net)); /* to name the layer */
+    } else {
+        for (int i = 0; i < net->n_layers; i++) {
+            dn_layer *l = &net->layers[i];
+            if (l->ops->update) l->ops->update(l, &args);
+        }
+        dn_network_params_changed(net);
+    }
     if (!all_finite(net->params, net->n_params)) {
         for (int i = 0; i < net->n_layers; i++) {
             const dn_layer *l = &net->layers[i];
@@ -189,6 +206,7 @@ DN_API dn_status dn_network_zero_grads(dn_network *net)
 {
     if (!net || !net->grads) return DN_FAIL(DN_ERR_ARG, "a network built for training is needed");
     dn_fill(net->grads, net->n_params, 0.f);
+    if (net->gpu) DN_TRY(dn_cuda_zero_grads(net));
     return DN_OK;
 }
 
@@ -317,6 +335,7 @@ DN_API dn_status dn_network_layer_grad(dn_network *net, int index, dn_param_kind
     if (index < 0 || index >= net->n_layers)
         return DN_FAIL(DN_ERR_ARG, "layer index %d out of range", index);
     if (!data || !n) return DN_FAIL(DN_ERR_ARG, "data and n must not be NULL");
+    if (net->gpu) DN_TRY(dn_cuda_pull_training_state(net));
     dn_layer *l = &net->layers[index];
     *data = NULL;
     *n = 0;
@@ -336,6 +355,7 @@ DN_API dn_status dn_network_layer_delta(const dn_network *net, int index, const 
     if (index < 0 || index >= net->n_layers)
         return DN_FAIL(DN_ERR_ARG, "layer index %d out of range", index);
     if (!data || !n) return DN_FAIL(DN_ERR_ARG, "data and n must not be NULL");
+    if (net->gpu) DN_TRY(dn_cuda_pull_training_state((dn_network *)net));
     const dn_layer *l = &net->layers[index];
     *data = l->delta;
     *n = l->delta ? (size_t)l->batch * l->out_size : 0;
@@ -349,6 +369,9 @@ DN_API dn_status dn_network_input_delta(dn_network *net, const float **data, siz
     if (!net->input_delta) {
         net->input_delta = dn_alloc_floats((size_t)net->batch * net->inputs, "input delta");
         if (!net->input_delta) return DN_ERR_OOM;
+        if (net->gpu) DN_TRY(dn_cuda_network_realloc(net)); /* adds the device copy */
+    } else if (net->gpu) {
+        DN_TRY(dn_cuda_pull_training_state(net));
     }
     *data = net->input_delta;
     *n = (size_t)net->batch * net->inputs;

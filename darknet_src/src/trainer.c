@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cuda.h"
 #include "device.h"
 #include "error.h"
 #include "network.h"
@@ -62,25 +63,74 @@ static void gather(dn_trainer *t, buffer_kind kind, float **out, size_t *n)
     }
 }
 
+static int on_gpus(const dn_trainer *t) { return t->nets[0]->gpu != NULL; }
+
+static dn_gpu_buffer gpu_buffer(buffer_kind kind)
+{
+    switch (kind) {
+    case BUF_PARAMS: return DN_GPU_BUF_PARAMS;
+    case BUF_GRADS: return DN_GPU_BUF_GRADS;
+    case BUF_VELOCITY: return DN_GPU_BUF_VELOCITY;
+    default: return DN_GPU_BUF_STATS;
+    }
+}
+
+/* after a collective on the devices the host copies are out of date */
+static void device_params_changed(dn_trainer *t)
+{
+    for (int r = 0; r < t->n; r++) t->nets[r]->host_params_stale = 1;
+}
+
+/* after a collective on the host copies: what layers derived from them is out of date */
+static void host_params_changed(dn_trainer *t)
+{
+    for (int r = 0; r < t->n; r++) dn_network_params_changed(t->nets[r]);
+}
+
 static dn_status broadcast(dn_trainer *t, buffer_kind kind)
 {
+    if (on_gpus(t)) {
+        DN_TRY(dn_cuda_broadcast(t->nets, t->n, gpu_buffer(kind)));
+        device_params_changed(t);
+        return DN_OK;
+    }
     float *buffers[DN_MAX_REPLICAS];
     size_t n = 0;
     gather(t, kind, buffers, &n);
+    if (kind == BUF_PARAMS) host_params_changed(t);
     return t->collective->ops->broadcast(t->collective, buffers, n, 0);
 }
 
-static dn_status average(dn_trainer *t, buffer_kind kind)
+static dn_status reduce(dn_trainer *t, buffer_kind kind, int mean)
 {
+    if (on_gpus(t)) {
+        DN_TRY(dn_cuda_allreduce(t->nets, t->n, gpu_buffer(kind), mean));
+        if (kind != BUF_GRADS) device_params_changed(t);
+        return DN_OK;
+    }
     float *buffers[DN_MAX_REPLICAS];
     size_t n = 0;
     gather(t, kind, buffers, &n);
-    return t->collective->ops->average(t->collective, buffers, n);
+    if (kind == BUF_PARAMS) host_params_changed(t);
+    return mean ? t->collective->ops->average(t->collective, buffers, n)
+                : t->collective->ops->allreduce_sum(t->collective, buffers, n);
 }
+
+static dn_status average(dn_trainer *t, buffer_kind kind) { return reduce(t, kind, 1); }
 
 /* replica 0's whole state to every replica */
 static dn_status copy_replica0(dn_trainer *t)
 {
+    if (on_gpus(t)) {
+        /* replica 0's device copy first, if the host has newer weights */
+        dn_network *first = t->nets[0];
+        dn_network_ensure_params(first);
+        if (first->device_params_stale) {
+            DN_TRY(dn_cuda_push_params(first));
+            first->device_params_stale = 0;
+        }
+        for (int r = 1; r < t->n; r++) t->nets[r]->device_params_stale = 0;
+    }
     DN_TRY(broadcast(t, BUF_PARAMS));
     DN_TRY(broadcast(t, BUF_VELOCITY));
     DN_TRY(broadcast(t, BUF_STATS));
@@ -107,11 +157,17 @@ DN_API void dn_trainer_free(dn_trainer *t)
 static dn_status check_params(const dn_trainer_params *p)
 {
     if (p->n_gpus > 0 || p->gpus) {
-#ifndef DN_CUDA
-        return DN_FAIL(DN_ERR_UNSUPPORTED, "GPU training was asked for, but this pydarknet was "
-                       "built without CUDA: rebuild with PYDARKNET_CUDA=1, or train on CPU "
-                       "replicas (--replicas N)");
-#endif
+        if (!dn_built_with_cuda())
+            return DN_FAIL(DN_ERR_UNSUPPORTED, "GPU training was asked for, but this pydarknet was "
+                           "built without CUDA: rebuild with PYDARKNET_CUDA=1, or train on CPU "
+                           "replicas (--replicas N)");
+        if (!p->gpus || p->n_gpus < 1)
+            return DN_FAIL(DN_ERR_ARG, "gpus and n_gpus must both be given");
+        int count = dn_cuda_device_count();
+        for (int r = 0; r < p->n_gpus; r++)
+            if (p->gpus[r] < 0 || p->gpus[r] >= count)
+                return DN_FAIL(DN_ERR_ARG, "GPU %d does not exist: this machine has %d CUDA "
+                               "device%s", p->gpus[r], count, count == 1 ? "" : "s");
     }
     if (p->replicas < 1 || p->replicas > DN_MAX_REPLICAS)
         return DN_FAIL(DN_ERR_ARG, "replicas must be in 1..%d, got %d", DN_MAX_REPLICAS,
@@ -130,6 +186,7 @@ DN_API dn_status dn_trainer_create(const char *cfg_path, const dn_trainer_params
     if (!out) return DN_FAIL(DN_ERR_ARG, "out must not be NULL");
     *out = NULL;
     dn_trainer_params p = params ? *params : dn_trainer_default_params();
+    if (p.gpus && p.n_gpus > 0) p.replicas = p.n_gpus;
     DN_TRY(check_params(&p));
     dn_trainer *t = calloc(1, sizeof *t);
     if (!t) return DN_FAIL(DN_ERR_OOM, "out of memory creating a trainer");
@@ -141,6 +198,7 @@ DN_API dn_status dn_trainer_create(const char *cfg_path, const dn_trainer_params
     np.train = 1;
     np.threads = p.threads ? p.threads : dn_max_int(1, dn_hardware_threads_internal() / t->n);
     for (int r = 0; r < t->n && st == DN_OK; r++) {
+        np.gpu = (p.gpus && p.n_gpus > 0) ? p.gpus[r] : -1;
         st = dn_network_create(cfg_path, &np, &t->nets[r]);
         if (st == DN_OK) dn_rng_seed(&t->nets[r]->rng, p.seed + (uint64_t)r * 0x9E3779B97F4A7C15ull);
         else if (r > 0) dn_error_prefix("replica %d: ", r);
@@ -416,10 +474,7 @@ DN_API dn_status dn_trainer_step(dn_trainer *t, const float *input, const float 
         if (st == DN_OK) {
             collect_layer_stats(t, j);
             sync_start = now_seconds();
-            float *grads[DN_MAX_REPLICAS];
-            size_t n = 0;
-            gather(t, BUF_GRADS, grads, &n);
-            st = t->collective->ops->allreduce_sum(t->collective, grads, n);
+            st = reduce(t, BUF_GRADS, 0);
             sync_seconds = now_seconds() - sync_start;
             synced = 1;
         }

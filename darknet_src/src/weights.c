@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cuda.h"
 #include "error.h"
 #include "network.h"
 
@@ -181,7 +182,10 @@ static dn_status load_weights(dn_network *net, const char *path, int cutoff, int
     int covers_all = !partial && cutoff == net->n_layers;
     for (int i = 0; i < net->n_layers && covers_all; i++)
         if (net->layers[i].dontload || net->layers[i].dontloadscales) covers_all = 0;
-    if (!covers_all) dn_network_ensure_params(net);
+    if (!covers_all) {
+        dn_network_ensure_params(net);
+        DN_TRY(dn_network_sync_host_params(net)); /* the layers kept come from the device */
+    }
 
     int saved_major = net->weights_major, saved_minor = net->weights_minor;
     net->weights_major = major;
@@ -196,6 +200,7 @@ static dn_status load_weights(dn_network *net, const char *path, int cutoff, int
         if (status == DN_OK) loaded = i + 1;
     }
     fclose(r.file);
+    dn_network_params_changed(net); /* also after a failure part-way: some layers were read */
     if (status != DN_OK) {
         net->weights_major = saved_major;
         net->weights_minor = saved_minor;
@@ -204,6 +209,10 @@ static dn_status load_weights(dn_network *net, const char *path, int cutoff, int
     net->weights_revision = revision;
     net->seen = seen;
     net->params_ready = 1;
+    if (net->gpu) {
+        net->host_params_stale = 0;
+        net->device_params_stale = 1; /* uploaded before the next forward */
+    }
     if (layers_loaded) *layers_loaded = loaded;
     return DN_OK;
 }
@@ -266,6 +275,7 @@ DN_API dn_status dn_network_save_weights(dn_network *net, const char *path)
 {
     if (!net || !path) return DN_FAIL(DN_ERR_ARG, "network and path must not be NULL");
     dn_network_ensure_params(net);
+    DN_TRY(dn_network_sync_host_params(net));
     size_t len = strlen(path);
     char *tmp = malloc(len + 32);
     if (!tmp) return DN_FAIL(DN_ERR_OOM, "out of memory");

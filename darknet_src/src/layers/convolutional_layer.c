@@ -1,9 +1,11 @@
 /* [convolutional]: out = act(BN(W * im2col(in)) + b), grouped.
  * Weights W[filters][in_c/groups][size][size]; out_h = (in_h + 2*pad - size)/stride + 1. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../blas.h"
+#include "../conv_winograd.h"
 #include "../error.h"
 #include "../gemm.h"
 #include "../im2col.h"
@@ -29,11 +31,23 @@ static int input_is_columns(const dn_layer *l)
     return l->u.conv.size == 1 && l->u.conv.stride == 1 && l->u.conv.pad == 0;
 }
 
+/* Winograd F(4x4, 3x3) can run this convolution at inference. */
+static int winograd_applies(const dn_layer *l)
+{
+    return l->u.conv.size == 3 && l->u.conv.stride == 1 && l->u.conv.groups == 1;
+}
+
+/* Scratch: the im2col matrix of one image and group (the plain path, and
+ * training), or Winograd's transformed image and products if larger. */
 static void set_workspace(dn_layer *l)
 {
-    l->workspace_size = input_is_columns(l) ? 0
-                        : (size_t)l->out_h * l->out_w * l->u.conv.size * l->u.conv.size *
-                              (l->in_c / l->u.conv.groups);
+    size_t im2col = input_is_columns(l) ? 0
+                    : (size_t)l->out_h * l->out_w * l->u.conv.size * l->u.conv.size *
+                          (l->in_c / l->u.conv.groups);
+    size_t winograd = winograd_applies(l) ? dn_winograd_workspace_floats(l->in_c, l->u.conv.filters,
+                                                                         l->out_h, l->out_w)
+                                          : 0;
+    l->workspace_size = im2col > winograd ? im2col : winograd;
 }
 
 static dn_status conv_parse(dn_layer *l, const dn_build *b)
@@ -135,8 +149,20 @@ static dn_status conv_resize(dn_layer *l, int in_w, int in_h)
 
 /* ---- forward ---------------------------------------------------------------- */
 
+/* The epilogue of group g's filters (its rows of scale and shift), in *out. */
+static const dn_gemm_epilogue *group_epilogue(const dn_gemm_epilogue *epilogue, int g, int m,
+                                              dn_gemm_epilogue *out)
+{
+    if (!epilogue) return NULL;
+    *out = *epilogue;
+    if (out->row_scale) out->row_scale += (size_t)g * m;
+    if (out->row_shift) out->row_shift += (size_t)g * m;
+    return out;
+}
+
 /* out[g] = W[g] * columns(in[g]) for every image and group; the epilogue
- * (bias or folded BN, then activation) is fused into the GEMM at inference. */
+ * (bias or folded BN, then activation) is fused into the GEMM at inference.
+ * The reference for the inference paths below, and the training path. */
 static void conv_gemm(dn_layer *l, const dn_ctx *ctx, const dn_gemm_epilogue *epilogue)
 {
     int groups = l->u.conv.groups;
@@ -155,16 +181,180 @@ static void conv_gemm(dn_layer *l, const dn_ctx *ctx, const dn_gemm_epilogue *ep
                           l->u.conv.stride, l->u.conv.pad, ctx->workspace);
                 columns = ctx->workspace;
             }
-            dn_gemm_epilogue group_epilogue;
-            const dn_gemm_epilogue *ep = NULL;
-            if (epilogue) {
-                group_epilogue = *epilogue;
-                if (group_epilogue.row_scale) group_epilogue.row_scale += (size_t)g * m;
-                if (group_epilogue.row_shift) group_epilogue.row_shift += (size_t)g * m;
-                ep = &group_epilogue;
-            }
-            dn_gemm_ex(ctx->pool, 0, 0, m, n, k, 1.f, weights, k, columns, n, 0.f, out, n, ep);
+            dn_gemm_epilogue group_ep;
+            dn_gemm_ex(ctx->pool, 0, 0, m, n, k, 1.f, weights, k, columns, n, 0.f, out, n,
+                       group_epilogue(epilogue, g, m, &group_ep));
         }
+}
+
+/* ---- inference: packed weights, implicit im2col, Winograd ------------------- */
+
+/* How a convolution runs at inference.  CONV_PLAIN is conv_gemm above.
+ * CONV_PACKED gives its bits exactly: the same GEMM, with the weights packed
+ * once (not at every forward) and the im2col matrix packed straight from the
+ * image (never written out).  CONV_WINOGRAD regroups the sums: other bits,
+ * within a few 1e-6 of the output's scale (conv_winograd.c). */
+typedef enum { CONV_PLAIN, CONV_PACKED, CONV_WINOGRAD } conv_method;
+
+/* What the layer keeps between forwards: its weights in the form the method
+ * reads, rebuilt when the network's params_version moves. */
+typedef struct dn_conv_cache dn_conv_cache;
+struct dn_conv_cache {
+    int valid;
+    uint64_t version;     /* ctx->params_version the weights were taken at */
+    conv_method method;
+    float *weights;       /* CONV_PACKED: each group's packed in turn; CONV_WINOGRAD: U */
+    size_t floats;
+};
+
+/* Where Winograd beats the packed GEMM.  Per filter and channel, the packed
+ * GEMM does 9 multiply-adds per output pixel and reads 36 bytes of weights;
+ * Winograd does 36 per 4x4 tile (outputs rounded up to whole tiles) and
+ * reads 144 bytes of transformed weights, plus transforms that cost about
+ * as much as the GEMM they feed when channels or filters are few.  With
+ * ~3.75 multiply-adds per byte of memory bandwidth (2 Zen 3 cores: ~75 G
+ * multiply-adds/s, ~20 GB/s), the time of each is the larger of its two
+ * terms.  Measured (2 threads, AVX2), Winograd against packed:
+ *   channels x filters @ output  16x32@208 3.1 ms / 4.2   64x128@52 1.0 / 2.8
+ *   512x1024@13 4.7 / 11.6   1024x1024@13 11 / 24   256x256@7 1.11 / 0.98
+ *   8x32@208 2.2 / 2.0   8x16@208 1.13 / 1.10   16x8@208 1.27 / 1.58 */
+static int winograd_pays(const dn_layer *l)
+{
+    const double bytes_to_macs = 3.75;
+    const double tiles = (double)((l->out_w + 3) / 4) * ((l->out_h + 3) / 4);
+    const double pixels = (double)l->out_w * l->out_h;
+    double packed = fmax(9 * pixels, 36 * bytes_to_macs);
+    double winograd = fmax(36 * tiles, 144 * bytes_to_macs);
+    return l->in_c >= 16 && l->u.conv.filters >= 8 && winograd < .8 * packed;
+}
+
+/* PYDARKNET_CONV=plain|packed|winograd forces a method where it applies
+ * (tests and measurements); otherwise Winograd where it pays, else packed. */
+static conv_method choose_method(const dn_layer *l)
+{
+    const char *forced = getenv("PYDARKNET_CONV");
+    /* one filter per group: dn_gemm_ex runs it as a vector product, whose
+     * bits the packed GEMM does not reproduce */
+    if (l->u.conv.filters / l->u.conv.groups < 2) return CONV_PLAIN;
+    if (forced && strcmp(forced, "plain") == 0) return CONV_PLAIN;
+    if (forced && strcmp(forced, "packed") == 0) return CONV_PACKED;
+    int force_winograd = forced && strcmp(forced, "winograd") == 0;
+    if (winograd_applies(l) && (force_winograd || winograd_pays(l))) return CONV_WINOGRAD;
+    return CONV_PACKED;
+}
+
+static void free_cache(dn_layer *l)
+{
+    if (!l->u.conv.cache) return;
+    free(l->u.conv.cache->weights);
+    free(l->u.conv.cache);
+    l->u.conv.cache = NULL;
+}
+
+/* cache->weights (of the right size) from the layer's weights, for `method`. */
+static void build_cache(dn_layer *l, const dn_ctx *ctx, conv_method method, dn_conv_cache *cache)
+{
+    const int groups = l->u.conv.groups, m = l->u.conv.filters / groups;
+    const int k = l->u.conv.size * l->u.conv.size * l->in_c / groups;
+    const size_t per_group = dn_gemm_packed_a_floats(m, k);
+    if (method == CONV_WINOGRAD) {
+        dn_winograd_transform_weights(ctx->pool, l->weights, m, l->in_c, cache->weights);
+        return;
+    }
+    for (int g = 0; g < groups; g++)
+        dn_gemm_pack_a(ctx->pool, m, k, l->weights + (size_t)g * l->n_weights / groups, k,
+                       cache->weights + g * per_group);
+}
+
+/* Uninitialised floats for a cache (2 MiB pages with madvise(MADV_HUGEPAGE)
+ * made the first forward 2-3x slower: the kernel compacts memory to find
+ * them). */
+static float *alloc_cache_floats(size_t floats)
+{
+    void *p = NULL;
+    return posix_memalign(&p, 64, floats * sizeof(float)) == 0 ? p : NULL;
+}
+
+/* The layer's weights for `method`, rebuilt if the parameters may have
+ * changed since; NULL without memory. */
+static const dn_conv_cache *fresh_cache(dn_layer *l, const dn_ctx *ctx, conv_method method)
+{
+    dn_conv_cache *cache = l->u.conv.cache;
+    if (cache && cache->valid && cache->version == ctx->params_version && cache->method == method)
+        return cache;
+    if (!cache) {
+        cache = calloc(1, sizeof *cache);
+        if (!cache) return NULL;
+        l->u.conv.cache = cache;
+    }
+    const int groups = l->u.conv.groups, m = l->u.conv.filters / groups;
+    const int k = l->u.conv.size * l->u.conv.size * l->in_c / groups;
+    size_t floats = method == CONV_WINOGRAD ? dn_winograd_weights_floats(m, l->in_c)
+                                            : groups * dn_gemm_packed_a_floats(m, k);
+    cache->valid = 0;
+    if (floats != cache->floats) {
+        free(cache->weights);
+        cache->weights = alloc_cache_floats(floats);
+        cache->floats = cache->weights ? floats : 0;
+    }
+    if (!cache->weights) return NULL;
+    build_cache(l, ctx, method, cache);
+    cache->valid = 1;
+    cache->version = ctx->params_version;
+    cache->method = method;
+    return cache;
+}
+
+/* Image b, group g through the packed weights (cache, or A itself when
+ * packed_a is NULL). */
+static void conv_packed_group(dn_layer *l, const dn_ctx *ctx, const float *packed_a, int b, int g,
+                              const dn_gemm_epilogue *epilogue)
+{
+    const int groups = l->u.conv.groups, m = l->u.conv.filters / groups;
+    const int k = l->u.conv.size * l->u.conv.size * l->in_c / groups;
+    const int n = l->out_w * l->out_h;
+    const size_t in_group = (size_t)(l->in_c / groups) * l->in_h * l->in_w;
+    const float *im = ctx->input + ((size_t)b * groups + g) * in_group;
+    float *out = l->output + ((size_t)b * groups + g) * n * m;
+    dn_gemm_epilogue group_ep;
+    const dn_gemm_epilogue *ep = group_epilogue(epilogue, g, m, &group_ep);
+    if (input_is_columns(l) && packed_a) {
+        dn_gemm_packed(ctx->pool, m, n, k, packed_a, im, n, out, n, ep);
+        return;
+    }
+    const float *weights = l->weights + (size_t)g * l->n_weights / groups;
+    if (input_is_columns(l)) {
+        dn_gemm_ex(ctx->pool, 0, 0, m, n, k, 1.f, weights, k, im, n, 0.f, out, n, ep);
+        return;
+    }
+    dn_gemm_im2col columns = {im,          l->in_c / groups, l->in_h,  l->in_w, l->u.conv.size,
+                              l->u.conv.stride, l->u.conv.pad, l->out_h, l->out_w};
+    dn_gemm_conv(ctx->pool, m, weights, packed_a, &columns, out, ep);
+}
+
+/* Inference through the layer's cached weights; 0 (nothing written) when
+ * the plain path should run instead. */
+static int conv_fast(dn_layer *l, const dn_ctx *ctx, const dn_gemm_epilogue *epilogue)
+{
+    conv_method method = choose_method(l);
+    if (method == CONV_PLAIN) return 0;
+    const dn_conv_cache *cache = fresh_cache(l, ctx, method);
+    if (!cache && method == CONV_WINOGRAD) cache = fresh_cache(l, ctx, method = CONV_PACKED);
+    if (!cache) return 0;
+    const int groups = l->u.conv.groups;
+    const size_t per_group = dn_gemm_packed_a_floats(l->u.conv.filters / groups,
+                                                     l->u.conv.size * l->u.conv.size * l->in_c / groups);
+    for (int b = 0; b < l->batch; b++) {
+        if (method == CONV_WINOGRAD &&
+            dn_winograd_conv(ctx->pool, ctx->input + (size_t)b * l->in_size, l->in_c, l->in_h,
+                             l->in_w, l->u.conv.pad, l->u.conv.filters, cache->weights,
+                             l->output + (size_t)b * l->out_size, epilogue, ctx->workspace) == DN_OK)
+            continue;
+        for (int g = 0; g < groups; g++) /* packed, or Winograd without memory: unpacked */
+            conv_packed_group(l, ctx, method == CONV_PACKED ? cache->weights + g * per_group : NULL,
+                              b, g, epilogue);
+    }
+    return 1;
 }
 
 static void conv_forward(dn_layer *l, const dn_ctx *ctx)
@@ -204,7 +394,7 @@ static void conv_forward(dn_layer *l, const dn_ctx *ctx)
         return;
     }
     dn_gemm_epilogue epilogue = {scale, l->batch_normalize ? shift : l->biases, (int)l->activation};
-    conv_gemm(l, ctx, &epilogue);
+    if (!conv_fast(l, ctx, &epilogue)) conv_gemm(l, ctx, &epilogue);
     dn_free(heap);
 }
 
@@ -292,6 +482,7 @@ static void conv_backward(dn_layer *l, const dn_ctx *ctx)
 
 static void conv_free(dn_layer *l)
 {
+    free_cache(l);
     dn_layer_free_output(l);
     dn_layer_free_bn(l);
 }

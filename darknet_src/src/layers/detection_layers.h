@@ -16,6 +16,16 @@ int dn_region_candidates(const dn_layer *l, int batch_index, float thresh, dn_ca
 int dn_yolo_candidates(const dn_layer *l, int batch_index, float thresh, int net_w, int net_h,
                        dn_candidate *dets, float *probs);
 
+/* anchors= of a [region]/[yolo] section: `count` width,height pairs (in
+ * `unit`), 0.5 each when absent (darknet's default); malloc'ed into *out. */
+dn_status dn_read_anchors(const dn_build *b, int count, const char *unit, float **out);
+
+/* The training losses on the host, from l->output (already activated):
+ * l->delta, l->cost and l->stats (the CUDA path calls them between pulling
+ * the output and pushing the delta, as darknet's GPU path does). */
+void dn_region_loss(dn_layer *l, const dn_ctx *ctx);
+void dn_yolo_loss(dn_layer *l, const dn_ctx *ctx);
+
 /* The most candidates a layer can give (W*H*n), and its class count. */
 int dn_detection_layer_capacity(const dn_layer *l);
 int dn_detection_layer_classes(const dn_layer *l);

@@ -2,8 +2,11 @@
 #include <math.h>
 #include <string.h>
 
+#include <stdlib.h>
+
 #include "../error.h"
 #include "../layer.h"
+#include "detection_layers.h"
 
 dn_status dn_layer_read_activation(dn_layer *l, const dn_build *b, const char *def)
 {
@@ -95,4 +98,25 @@ void dn_layer_sgd_update(dn_layer *l, const dn_update_args *a)
                  a->momentum, 0.f);
     sgd_step(l->weights, l->weight_grads, l->weight_velocity, l->n_weights, lr_over_batch,
              a->momentum, a->decay * a->batch);
+}
+
+dn_status dn_read_anchors(const dn_build *b, int count, const char *unit, float **out)
+{
+    *out = malloc(2 * (size_t)count * sizeof(float));
+    if (!*out) return DN_FAIL(DN_ERR_OOM, "out of memory for anchors");
+    for (int i = 0; i < 2 * count; i++) (*out)[i] = .5f; /* darknet's default */
+    float *anchors;
+    int n_values;
+    DN_TRY(dn_cfg_float_list(b->cfg, b->section, "anchors", &anchors, &n_values));
+    if (!anchors) return DN_OK;
+    if (n_values != 2 * count) {
+        free(anchors);
+        return dn_cfg_error(b->cfg, b->section, DN_ERR_CFG,
+                            "anchors= has %d values, expected 2 * num = %d (width,height pairs in "
+                            "%s)",
+                            n_values, 2 * count, unit);
+    }
+    memcpy(*out, anchors, 2 * (size_t)count * sizeof(float));
+    free(anchors);
+    return DN_OK;
 }

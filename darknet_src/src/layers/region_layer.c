@@ -107,23 +107,7 @@ static dn_status region_parse(dn_layer *l, const dn_build *b)
     DN_TRY(dn_cfg_float(cfg, s, "class_scale", 1, &l->u.region.class_scale));
     DN_TRY(dn_cfg_int(cfg, s, "bias_match", 0, &l->u.region.bias_match));
 
-    l->u.region.anchors = malloc(2 * (size_t)num * sizeof(float));
-    if (!l->u.region.anchors) return DN_FAIL(DN_ERR_OOM, "out of memory for anchors");
-    for (int i = 0; i < 2 * num; i++) l->u.region.anchors[i] = .5f; /* darknet's default */
-    float *anchors;
-    int n_anchor_values;
-    DN_TRY(dn_cfg_float_list(cfg, s, "anchors", &anchors, &n_anchor_values));
-    if (anchors) {
-        if (n_anchor_values != 2 * num) {
-            free(anchors);
-            return dn_cfg_error(cfg, s, DN_ERR_CFG,
-                                "anchors= has %d values, expected 2 * num = %d (width,height "
-                                "pairs in grid cells)",
-                                n_anchor_values, 2 * num);
-        }
-        memcpy(l->u.region.anchors, anchors, 2 * (size_t)num * sizeof(float));
-        free(anchors);
-    }
+    DN_TRY(dn_read_anchors(b, num, "grid cells", &l->u.region.anchors));
     l->truth_size = REGION_MAX_TRUTHS * (coords + 1);
     return DN_OK;
 }
@@ -212,7 +196,7 @@ static void delta_region_class(dn_layer *l, size_t index, int cls, float *avg_ca
 
 static dn_box truth_box(const float *t) { return (dn_box){t[0], t[1], t[2], t[3]}; }
 
-static void region_loss(dn_layer *l, const dn_ctx *ctx)
+void dn_region_loss(dn_layer *l, const dn_ctx *ctx)
 {
     int W = l->out_w, H = l->out_h, spatial = W * H, coords = l->u.region.coords;
     int n_anchors = l->u.region.n_anchors;
@@ -304,7 +288,7 @@ static void region_loss(dn_layer *l, const dn_ctx *ctx)
 static void region_forward(dn_layer *l, const dn_ctx *ctx)
 {
     region_activate(l, ctx->input, ctx->pool);
-    if (ctx->train && ctx->truth) region_loss(l, ctx);
+    if (ctx->train && ctx->truth) dn_region_loss(l, ctx);
 }
 
 static void region_backward(dn_layer *l, const dn_ctx *ctx)

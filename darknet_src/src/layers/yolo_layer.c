@@ -86,23 +86,7 @@ static dn_status yolo_parse(dn_layer *l, const dn_build *b)
     if (l->u.yolo.max_boxes < 1)
         return dn_cfg_error(cfg, s, DN_ERR_CFG, "max=%d, expected >= 1", l->u.yolo.max_boxes);
 
-    l->u.yolo.anchors = malloc(2 * (size_t)total * sizeof(float));
-    if (!l->u.yolo.anchors) return DN_FAIL(DN_ERR_OOM, "out of memory for anchors");
-    for (int i = 0; i < 2 * total; i++) l->u.yolo.anchors[i] = .5f;
-    float *anchors;
-    int n_values;
-    DN_TRY(dn_cfg_float_list(cfg, s, "anchors", &anchors, &n_values));
-    if (anchors) {
-        if (n_values != 2 * total) {
-            free(anchors);
-            return dn_cfg_error(cfg, s, DN_ERR_CFG,
-                                "anchors= has %d values, expected 2 * num = %d (width,height pairs "
-                                "in pixels)",
-                                n_values, 2 * total);
-        }
-        memcpy(l->u.yolo.anchors, anchors, 2 * (size_t)total * sizeof(float));
-        free(anchors);
-    }
+    DN_TRY(dn_read_anchors(b, total, "pixels", &l->u.yolo.anchors));
     l->truth_size = l->u.yolo.max_boxes * (4 + 1);
     return DN_OK;
 }
@@ -172,7 +156,7 @@ static int mask_position(const dn_layer *l, int anchor)
     return -1;
 }
 
-static void yolo_loss(dn_layer *l, const dn_ctx *ctx)
+void dn_yolo_loss(dn_layer *l, const dn_ctx *ctx)
 {
     int W = l->out_w, H = l->out_h, spatial = W * H;
     int net_w = ctx->net_w, net_h = ctx->net_h;
@@ -270,7 +254,7 @@ static void yolo_forward(dn_layer *l, const dn_ctx *ctx)
             dn_activate_array(ctx->pool, l->output + entry_index(l, b, n * spatial, 4),
                               (size_t)(1 + l->u.yolo.classes) * spatial, DN_ACT_LOGISTIC);
         }
-    if (ctx->train && ctx->truth) yolo_loss(l, ctx);
+    if (ctx->train && ctx->truth) dn_yolo_loss(l, ctx);
 }
 
 static void yolo_backward(dn_layer *l, const dn_ctx *ctx)

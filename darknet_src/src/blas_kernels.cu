@@ -1,0 +1,262 @@
+// Element-wise and reduction kernels shared by the CUDA layers; each mirrors
+// the CPU function of the same name in blas.c / activations.c / im2col.c.
+#include "cuda_common.cuh"
+
+extern "C" {
+#include "activation_formulas.h"
+}
+
+#include <math.h>
+
+// ---- fill, copy, axpy, scale -------------------------------------------------------
+
+__global__ void fill_kernel(float *x, size_t n, float value) { GRID_STRIDE(i, n) x[i] = value; }
+__global__ void axpy_kernel(float *y, float alpha, const float *x, size_t n) { GRID_STRIDE(i, n) y[i] += alpha * x[i]; }
+__global__ void scale_kernel(float *x, size_t n, float alpha) { GRID_STRIDE(i, n) x[i] *= alpha; }
+
+void dn_fill_gpu(dn_gpu *gpu, float *x, size_t n, float value)
+{
+    if (!n) return;
+    if (value == 0.f) {
+        GPU_CHECK(gpu, cudaMemsetAsync(x, 0, n * sizeof(float), gpu->stream));
+        return;
+    }
+    fill_kernel<<<dn_blocks(n), 256, 0, gpu->stream>>>(x, n, value);
+    GPU_LAUNCHED(gpu);
+}
+
+void dn_copy_gpu(dn_gpu *gpu, float *dst, const float *src, size_t n)
+{
+    if (!n || dst == src) return;
+    GPU_CHECK(gpu, cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, gpu->stream));
+}
+
+void dn_axpy_gpu(dn_gpu *gpu, float *y, float alpha, const float *x, size_t n)
+{
+    if (!n) return;
+    axpy_kernel<<<dn_blocks(n), 256, 0, gpu->stream>>>(y, alpha, x, n);
+    GPU_LAUNCHED(gpu);
+}
+
+void dn_scale_gpu(dn_gpu *gpu, float *x, size_t n, float alpha)
+{
+    if (!n) return;
+    scale_kernel<<<dn_blocks(n), 256, 0, gpu->stream>>>(x, n, alpha);
+    GPU_LAUNCHED(gpu);
+}
+
+// ---- biases -----------------------------------------------------------------------
+
+__global__ void add_bias_kernel(float *out, const float *bias, int C, int S, size_t n)
+{
+    GRID_STRIDE(i, n) out[i] += bias[(i / S) % C];
+}
+
+__global__ void scale_bias_kernel(float *out, const float *scale, int C, int S, size_t n)
+{
+    GRID_STRIDE(i, n) out[i] *= scale[(i / S) % C];
+}
+
+// one block per channel: sum over batch and space (darknet's backward_bias)
+__global__ void backward_bias_kernel(float *bias_grad, const float *delta, int B, int C, int S)
+{
+    int c = blockIdx.x;
+    float sum = 0;
+    for (int b = 0; b < B; b++) {
+        const float *row = delta + ((size_t)b * C + c) * S;
+        for (int s = threadIdx.x; s < S; s += blockDim.x) sum += row[s];
+    }
+    sum = dn_block_sum(sum);
+    if (threadIdx.x == 0) bias_grad[c] += sum;
+}
+
+void dn_add_bias_gpu(dn_gpu *gpu, float *out, const float *bias, int B, int C, int S)
+{
+    size_t n = (size_t)B * C * S;
+    add_bias_kernel<<<dn_blocks(n), 256, 0, gpu->stream>>>(out, bias, C, S, n);
+    GPU_LAUNCHED(gpu);
+}
+
+void dn_scale_bias_gpu(dn_gpu *gpu, float *out, const float *scale, int B, int C, int S)
+{
+    size_t n = (size_t)B * C * S;
+    scale_bias_kernel<<<dn_blocks(n), 256, 0, gpu->stream>>>(out, scale, C, S, n);
+    GPU_LAUNCHED(gpu);
+}
+
+void dn_backward_bias_gpu(dn_gpu *gpu, float *bias_grad, const float *delta, int B, int C, int S)
+{
+    backward_bias_kernel<<<C, 256, 0, gpu->stream>>>(bias_grad, delta, B, C, S);
+    GPU_LAUNCHED(gpu);
+}
+
+// ---- activations (darknet's, as activations.c) --------------------------------------
+
+__global__ void activate_kernel(float *x, size_t n, int a) { GRID_STRIDE(i, n) x[i] = dn_activate_formula(x[i], a); }
+__global__ void gradient_kernel(const float *y, size_t n, int a, float *delta)
+{
+    GRID_STRIDE(i, n) delta[i] *= dn_gradient_formula(y[i], a);
+}
+
+void dn_activate_gpu(dn_gpu *gpu, float *x, size_t n, int activation)
+{
+    if (activation == DN_ACT_LINEAR || !n) return;
+    activate_kernel<<<dn_blocks(n), 256, 0, gpu->stream>>>(x, n, activation);
+    GPU_LAUNCHED(gpu);
+}
+
+void dn_gradient_gpu(dn_gpu *gpu, const float *y, size_t n, int activation, float *delta)
+{
+    if (activation == DN_ACT_LINEAR || !n) return;
+    gradient_kernel<<<dn_blocks(n), 256, 0, gpu->stream>>>(y, n, activation, delta);
+    GPU_LAUNCHED(gpu);
+}
+
+// ---- im2col / col2im (darknet's column layout, im2col.h) ------------------------------
+
+__global__ void im2col_kernel(const float *im, int channels, int height, int width, int ksize,
+                              int stride, int pad, int out_h, int out_w, float *col, size_t n)
+{
+    GRID_STRIDE(i, n)
+    {
+        int ox = i % out_w;
+        int oy = (i / out_w) % out_h;
+        int row = i / ((size_t)out_w * out_h);  // c * k * k + ky * k + kx
+        int kx = row % ksize, ky = (row / ksize) % ksize, c = row / ksize / ksize;
+        int iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
+        col[i] = (iy >= 0 && iy < height && ix >= 0 && ix < width)
+                     ? im[((size_t)c * height + iy) * width + ix]
+                     : 0.f;
+    }
+}
+
+// one thread per image pixel: gather every column entry that maps to it
+__global__ void col2im_kernel(const float *col, int channels, int height, int width, int ksize,
+                              int stride, int pad, int out_h, int out_w, float *im, size_t n)
+{
+    GRID_STRIDE(i, n)
+    {
+        int x = i % width;
+        int y = (i / width) % height;
+        int c = i / ((size_t)width * height);
+        float sum = 0;
+        for (int ky = 0; ky < ksize; ky++) {
+            int oy_num = y + pad - ky;
+            if (oy_num < 0 || oy_num % stride) continue;
+            int oy = oy_num / stride;
+            if (oy >= out_h) continue;
+            for (int kx = 0; kx < ksize; kx++) {
+                int ox_num = x + pad - kx;
+                if (ox_num < 0 || ox_num % stride) continue;
+                int ox = ox_num / stride;
+                if (ox >= out_w) continue;
+                int row = (c * ksize + ky) * ksize + kx;
+                sum += col[((size_t)row * out_h + oy) * out_w + ox];
+            }
+        }
+        im[i] += sum;
+    }
+}
+
+void dn_im2col_gpu(dn_gpu *gpu, const float *im, int channels, int height, int width, int ksize,
+                   int stride, int pad, float *col)
+{
+    int out_h = (height + 2 * pad - ksize) / stride + 1, out_w = (width + 2 * pad - ksize) / stride + 1;
+    size_t n = (size_t)channels * ksize * ksize * out_h * out_w;
+    im2col_kernel<<<dn_blocks(n), 256, 0, gpu->stream>>>(im, channels, height, width, ksize, stride,
+                                                         pad, out_h, out_w, col, n);
+    GPU_LAUNCHED(gpu);
+}
+
+void dn_col2im_gpu(dn_gpu *gpu, const float *col, int channels, int height, int width, int ksize,
+                   int stride, int pad, float *im)
+{
+    int out_h = (height + 2 * pad - ksize) / stride + 1, out_w = (width + 2 * pad - ksize) / stride + 1;
+    size_t n = (size_t)channels * height * width;
+    col2im_kernel<<<dn_blocks(n), 256, 0, gpu->stream>>>(col, channels, height, width, ksize, stride,
+                                                         pad, out_h, out_w, im, n);
+    GPU_LAUNCHED(gpu);
+}
+
+// ---- softmax (darknet's softmax_cpu: one thread per softmax) -----------------------------
+
+__global__ void softmax_kernel(const float *in, int n, int batch, int batch_offset, int groups,
+                               int group_offset, int stride, float temp, float *out)
+{
+    size_t total = (size_t)batch * groups;
+    GRID_STRIDE(id, total)
+    {
+        int b = id / groups, g = id % groups;
+        size_t off = (size_t)b * batch_offset + (size_t)g * group_offset;
+        const float *x = in + off;
+        float *y = out + off;
+        float largest = -INFINITY;
+        for (int i = 0; i < n; i++) largest = fmaxf(largest, x[i * stride]);
+        float sum = 0;
+        for (int i = 0; i < n; i++) {
+            float e = expf(x[i * stride] / temp - largest / temp);
+            sum += e;
+            y[i * stride] = e;
+        }
+        for (int i = 0; i < n; i++) y[i * stride] /= sum;
+    }
+}
+
+void dn_softmax_blocks_gpu(dn_gpu *gpu, const float *in, int n, int batch, int batch_offset,
+                           int groups, int group_offset, int stride, float temp, float *out)
+{
+    size_t total = (size_t)batch * groups;
+    softmax_kernel<<<dn_blocks(total), 256, 0, gpu->stream>>>(in, n, batch, batch_offset, groups,
+                                                              group_offset, stride, temp, out);
+    GPU_LAUNCHED(gpu);
+}
+
+// ---- SGD (darknet's rule, as layer_common.c) ---------------------------------------------
+
+__global__ void sgd_kernel(float *param, float *grad, float *velocity, size_t n, float lr_over_batch,
+                           float momentum, float decay_times_batch)
+{
+    GRID_STRIDE(i, n)
+    {
+        float v = velocity[i] + grad[i];
+        if (decay_times_batch != 0.f) v += -decay_times_batch * param[i];
+        param[i] += lr_over_batch * v;
+        velocity[i] = v * momentum;
+        grad[i] = 0.f;
+    }
+}
+
+void dn_sgd_gpu(dn_gpu *gpu, float *param, float *grad, float *velocity, size_t n,
+                float lr_over_batch, float momentum, float decay_times_batch)
+{
+    if (!n) return;
+    sgd_kernel<<<dn_blocks(n), 256, 0, gpu->stream>>>(param, grad, velocity, n, lr_over_batch,
+                                                      momentum, decay_times_batch);
+    GPU_LAUNCHED(gpu);
+}
+
+// ---- finiteness ---------------------------------------------------------------------------
+
+__global__ void count_non_finite_kernel(const float *x, size_t n, unsigned int *count)
+{
+    unsigned int local = 0;
+    GRID_STRIDE(i, n) local += !isfinite(x[i]);
+    if (local) atomicAdd(count, local);
+}
+
+int dn_all_finite_gpu(dn_gpu *gpu, const float *x, size_t n)
+{
+    if (!n) return 1;
+    unsigned int *count = NULL, host = 0;
+    if (cudaMallocAsync((void **)&count, sizeof *count, gpu->stream) != cudaSuccess) {
+        dn_gpu_record(gpu, dn_cuda_fail(cudaGetLastError(), "cudaMallocAsync", __FILE__, __LINE__));
+        return 1;
+    }
+    GPU_CHECK(gpu, cudaMemsetAsync(count, 0, sizeof *count, gpu->stream));
+    count_non_finite_kernel<<<dn_blocks(n), 256, 0, gpu->stream>>>(x, n, count);
+    GPU_LAUNCHED(gpu);
+    GPU_CHECK(gpu, cudaMemcpyAsync(&host, count, sizeof host, cudaMemcpyDeviceToHost, gpu->stream));
+    GPU_CHECK(gpu, cudaFreeAsync(count, gpu->stream));
+    GPU_CHECK(gpu, cudaStreamSynchronize(gpu->stream));
+    return host == 0;
+}

@@ -1,0 +1,10 @@
+// Batch normalisation on the GPU (batchnorm.h's twin).
+#ifndef DN_BATCHNORM_GPU_CUH
+#define DN_BATCHNORM_GPU_CUH
+
+#include "../cuda_common.cuh"
+
+void dn_batchnorm_forward_gpu(dn_layer *l, const dn_ctx *ctx, int spatial);
+void dn_batchnorm_backward_gpu(dn_layer *l, const dn_ctx *ctx, int spatial);
+
+#endif

@@ -1,0 +1,185 @@
+// The CUDA twins of the output layers: region and yolo (activations on the
+// GPU, the loss on the host as darknet's GPU path does it), softmax and cost.
+#include "../cuda_common.cuh"
+
+extern "C" {
+#include "detection_layers.h"
+}
+
+__global__ void logistic_planes_kernel(float *x, int planes_per_anchor, int first_plane,
+                                       int n_planes, int spatial, int anchors, int batch,
+                                       size_t n)
+{
+    // x: batch x anchors x planes_per_anchor planes of `spatial`; the logistic
+    // on planes [first_plane, first_plane + n_planes) of every anchor
+    GRID_STRIDE(i, n)
+    {
+        int s = i % spatial;
+        int p = (i / spatial) % n_planes;
+        size_t anchor = i / ((size_t)spatial * n_planes);  // over batch * anchors
+        size_t index = (anchor * planes_per_anchor + first_plane + p) * spatial + s;
+        x[index] = 1.f / (1.f + expf(-x[index]));
+    }
+}
+
+__global__ void logistic_gradient_planes_kernel(const float *y, float *delta, int planes_per_anchor,
+                                                int first_plane, int n_planes, int spatial, size_t n)
+{
+    GRID_STRIDE(i, n)
+    {
+        int s = i % spatial;
+        int p = (i / spatial) % n_planes;
+        size_t anchor = i / ((size_t)spatial * n_planes);
+        size_t index = (anchor * planes_per_anchor + first_plane + p) * spatial + s;
+        delta[index] *= (1 - y[index]) * y[index];
+    }
+}
+
+static void logistic_planes(dn_gpu *gpu, float *x, int per_anchor, int first, int count,
+                            int spatial, int anchors, int batch)
+{
+    size_t n = (size_t)batch * anchors * count * spatial;
+    if (!n) return;
+    logistic_planes_kernel<<<dn_blocks(n), 256, 0, gpu->stream>>>(x, per_anchor, first, count, spatial,
+                                                                  anchors, batch, n);
+    GPU_LAUNCHED(gpu);
+}
+
+/* The host's copy of the output, the host-side loss, the delta back up. */
+static void host_loss(dn_layer *l, const dn_ctx *ctx, void (*loss)(dn_layer *, const dn_ctx *))
+{
+    dn_gpu *gpu = ctx->gpu->gpu;
+    size_t n = (size_t)l->batch * l->out_size;
+    GPU_CHECK(gpu, cudaMemcpyAsync(l->output, l->gpu.output, n * sizeof(float), cudaMemcpyDeviceToHost,
+                                   gpu->stream));
+    GPU_CHECK(gpu, cudaStreamSynchronize(gpu->stream));
+    loss(l, ctx);
+    GPU_CHECK(gpu, cudaMemcpyAsync(l->gpu.delta, l->delta, n * sizeof(float), cudaMemcpyHostToDevice,
+                                   gpu->stream));
+}
+
+// ---- [region] ------------------------------------------------------------------------
+
+void dn_region_forward_gpu(dn_layer *l, const dn_ctx *ctx)
+{
+    dn_gpu *gpu = ctx->gpu->gpu;
+    int spatial = l->out_w * l->out_h, coords = l->u.region.coords, classes = l->u.region.classes;
+    int per_anchor = coords + 1 + classes, anchors = l->u.region.n_anchors;
+    dn_copy_gpu(gpu, l->gpu.output, ctx->gpu->input, (size_t)l->batch * l->out_size);
+    logistic_planes(gpu, l->gpu.output, per_anchor, 0, 2, spatial, anchors, l->batch);
+    if (!l->u.region.background)
+        logistic_planes(gpu, l->gpu.output, per_anchor, coords, 1, spatial, anchors, l->batch);
+    if (l->u.region.softmax) {
+        int first = coords + !l->u.region.background;
+        dn_softmax_blocks_gpu(gpu, ctx->gpu->input + (size_t)first * spatial, classes + l->u.region.background,
+                              l->batch * anchors, l->out_size / anchors, spatial, 1, spatial, 1,
+                              l->gpu.output + (size_t)first * spatial);
+    } else {
+        logistic_planes(gpu, l->gpu.output, per_anchor, coords + 1, classes, spatial, anchors, l->batch);
+    }
+    if (ctx->train && ctx->truth) host_loss(l, ctx, dn_region_loss);
+}
+
+void dn_region_backward_gpu(dn_layer *l, const dn_ctx *ctx)
+{
+    dn_gpu *gpu = ctx->gpu->gpu;
+    int spatial = l->out_w * l->out_h, coords = l->u.region.coords;
+    int per_anchor = coords + 1 + l->u.region.classes, anchors = l->u.region.n_anchors;
+    size_t n_xy = (size_t)l->batch * anchors * 2 * spatial;
+    logistic_gradient_planes_kernel<<<dn_blocks(n_xy), 256, 0, gpu->stream>>>(
+        l->gpu.output, l->gpu.delta, per_anchor, 0, 2, spatial, n_xy);
+    GPU_LAUNCHED(gpu);
+    if (!l->u.region.background) {
+        size_t n_obj = (size_t)l->batch * anchors * spatial;
+        logistic_gradient_planes_kernel<<<dn_blocks(n_obj), 256, 0, gpu->stream>>>(
+            l->gpu.output, l->gpu.delta, per_anchor, coords, 1, spatial, n_obj);
+        GPU_LAUNCHED(gpu);
+    }
+    if (ctx->gpu->input_delta)
+        dn_axpy_gpu(gpu, ctx->gpu->input_delta, 1.f, l->gpu.delta, (size_t)l->batch * l->out_size);
+}
+
+// ---- [yolo] ---------------------------------------------------------------------------
+
+void dn_yolo_forward_gpu(dn_layer *l, const dn_ctx *ctx)
+{
+    dn_gpu *gpu = ctx->gpu->gpu;
+    int spatial = l->out_w * l->out_h, classes = l->u.yolo.classes;
+    int per_anchor = 5 + classes, anchors = l->u.yolo.n_anchors;
+    dn_copy_gpu(gpu, l->gpu.output, ctx->gpu->input, (size_t)l->batch * l->out_size);
+    logistic_planes(gpu, l->gpu.output, per_anchor, 0, 2, spatial, anchors, l->batch);
+    logistic_planes(gpu, l->gpu.output, per_anchor, 4, 1 + classes, spatial, anchors, l->batch);
+    if (ctx->train && ctx->truth) host_loss(l, ctx, dn_yolo_loss);
+}
+
+void dn_yolo_backward_gpu(dn_layer *l, const dn_ctx *ctx)
+{
+    if (ctx->gpu->input_delta)
+        dn_axpy_gpu(ctx->gpu->gpu, ctx->gpu->input_delta, 1.f, l->gpu.delta, (size_t)l->batch * l->out_size);
+}
+
+// ---- [softmax] -------------------------------------------------------------------------
+
+void dn_softmax_forward_gpu(dn_layer *l, const dn_ctx *ctx)
+{
+    dn_gpu *gpu = ctx->gpu->gpu;
+    int groups = l->u.softmax.groups, inputs = l->in_size;
+    dn_softmax_blocks_gpu(gpu, ctx->gpu->input, inputs / groups, l->batch, inputs, groups, inputs / groups,
+                          1, l->u.softmax.temperature, l->gpu.output);
+    if (!(ctx->train && ctx->truth && !l->u.softmax.noloss)) return;
+    size_t n = (size_t)l->batch * inputs;
+    GPU_CHECK(gpu, cudaMemcpyAsync(l->output, l->gpu.output, n * sizeof(float), cudaMemcpyDeviceToHost, gpu->stream));
+    GPU_CHECK(gpu, cudaStreamSynchronize(gpu->stream));
+    float cost = 0;  // cross-entropy on the host, as softmax_layer.c
+    for (int b = 0; b < l->batch; b++)
+        for (int k = 0; k < inputs; k++) {
+            size_t i = (size_t)b * inputs + k;
+            float t = ctx->truth[(size_t)b * ctx->truth_stride + k], p = l->output[i];
+            if (t != 0) cost += -logf(p);
+            l->delta[i] = t - p;
+        }
+    l->cost = cost;
+    GPU_CHECK(gpu, cudaMemcpyAsync(l->gpu.delta, l->delta, n * sizeof(float), cudaMemcpyHostToDevice, gpu->stream));
+}
+
+void dn_softmax_backward_gpu(dn_layer *l, const dn_ctx *ctx)
+{
+    if (ctx->gpu->input_delta)
+        dn_axpy_gpu(ctx->gpu->gpu, ctx->gpu->input_delta, 1.f, l->gpu.delta, (size_t)l->batch * l->in_size);
+}
+
+// ---- [cost] (sse) ------------------------------------------------------------------------
+
+void dn_cost_forward_gpu(dn_layer *l, const dn_ctx *ctx)
+{
+    if (!ctx->train || !ctx->truth) return;
+    dn_gpu *gpu = ctx->gpu->gpu;
+    size_t n = (size_t)l->batch * l->in_size;
+    float *input = (float *)malloc(n * sizeof(float));
+    if (!input) {
+        dn_gpu_record(gpu, DN_FAIL(DN_ERR_OOM, "out of memory in the cost layer"));
+        return;
+    }
+    GPU_CHECK(gpu, cudaMemcpyAsync(input, ctx->gpu->input, n * sizeof(float), cudaMemcpyDeviceToHost, gpu->stream));
+    GPU_CHECK(gpu, cudaStreamSynchronize(gpu->stream));
+    float cost = 0;
+    for (int b = 0; b < l->batch; b++)
+        for (int k = 0; k < l->in_size; k++) {
+            size_t i = (size_t)b * l->in_size + k;
+            float diff = ctx->truth[(size_t)b * ctx->truth_stride + k] - input[i];
+            l->output[i] = diff * diff;
+            l->delta[i] = diff;
+            cost += l->output[i];
+        }
+    l->cost = cost;
+    free(input);
+    GPU_CHECK(gpu, cudaMemcpyAsync(l->gpu.delta, l->delta, n * sizeof(float), cudaMemcpyHostToDevice, gpu->stream));
+    GPU_CHECK(gpu, cudaStreamSynchronize(gpu->stream));
+}
+
+void dn_cost_backward_gpu(dn_layer *l, const dn_ctx *ctx)
+{
+    if (ctx->gpu->input_delta)
+        dn_axpy_gpu(ctx->gpu->gpu, ctx->gpu->input_delta, l->u.cost.scale, l->gpu.delta,
+                    (size_t)l->batch * l->in_size);
+}

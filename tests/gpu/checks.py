@@ -1,0 +1,383 @@
+"""GPU checks: the CUDA path against the CPU path (the reference), the
+multi-replica equivalence on one GPU, and timings beside PyTorch.
+
+Used by tests/gpu/test_gpu.py (pytest, skipped without a GPU) and by
+tests/gpu/device_check.sh (one run on a lent GPU machine: everything it needs
+is in the repository or generated; no ../shared)."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pydarknet import Network
+from pydarknet.replicas import Trainer
+
+REPO = Path(__file__).resolve().parent.parent.parent
+# "cpu" dry-runs the script's logic on a machine without a GPU (CPU vs CPU)
+DEVICE = os.environ.get("PYDARKNET_CHECK_DEVICE", "cuda:0")
+TOLERANCE = 1e-3  # GPU vs CPU: cuBLAS/reduction order and FMA contraction (~1e-5 seen)
+
+
+def rel(a: np.ndarray, b: np.ndarray) -> float:
+    a = np.asarray(a, np.float64).ravel()
+    b = np.asarray(b, np.float64).ravel()
+    return float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-30))
+
+
+@dataclass
+class Check:
+    name: str
+    error: float
+    passed: bool
+    detail: str = ""
+
+
+def cfg_copy(name: str, folder: Path, **net_options: object) -> Path:
+    """A repo cfg with [net] options replaced (width, height, batch, ...)."""
+    lines, section = [], ""
+    for line in (REPO / "cfg" / name).read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            section = stripped
+        key = stripped.split("=")[0].strip()
+        if section in ("[net]", "[network]") and key in net_options:
+            continue
+        lines.append(line)
+        if stripped in ("[net]", "[network]"):
+            lines += [f"{k}={v}" for k, v in net_options.items()]
+    path = folder / f"{Path(name).stem}-{abs(hash(tuple(net_options.items()))) % 10**6}.cfg"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def forward_parity(name: str, folder: Path, size: int = 416) -> Check:
+    cfg = cfg_copy(name, folder, width=size, height=size, batch=1, subdivisions=1)
+    weights = folder / f"{name}.weights"
+    with Network(cfg, threads=8) as cpu:
+        cpu.randomize(3)
+        cpu.save_weights(weights)
+        x = np.random.default_rng(0).random(cpu.input_shape, dtype=np.float32)
+        cpu.predict(x)
+        reference = [cpu.layer_output(i) for i in range(len(cpu))]
+    with Network(cfg, weights, device=DEVICE) as gpu:
+        gpu.predict(x)
+        errors = [rel(gpu.layer_output(i), ref) for i, ref in enumerate(reference)]
+    worst = max(errors)
+    return Check(f"forward {Path(name).stem} {size}", worst, worst < TOLERANCE,
+                 f"worst layer {int(np.argmax(errors))}")
+
+
+# small networks covering every layer type's backward
+LAYER_NETS = {
+    "conv+bn, maxpool, route, reorg, region": """
+[net]
+batch=4
+subdivisions=1
+width=32
+height=32
+channels=3
+momentum=0.9
+decay=0.0005
+learning_rate=0.01
+policy=constant
+max_batches=10
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+pad=1
+activation=leaky
+[maxpool]
+size=2
+stride=2
+[convolutional]
+batch_normalize=1
+filters=16
+size=3
+stride=2
+pad=1
+activation=leaky
+[route]
+layers=-2
+[reorg]
+stride=2
+[route]
+layers=-1,-3
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=14
+activation=linear
+[region]
+anchors=1,1,2,2
+classes=2
+coords=4
+num=2
+softmax=1
+rescore=1
+bias_match=1
+""",
+    "grouped conv, shortcut, upsample, avgpool, yolo": """
+[net]
+batch=4
+subdivisions=1
+width=32
+height=32
+channels=3
+momentum=0.9
+decay=0.0005
+learning_rate=0.01
+policy=constant
+max_batches=10
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+pad=1
+activation=leaky
+[convolutional]
+filters=8
+size=3
+stride=1
+pad=1
+groups=2
+activation=relu
+[shortcut]
+from=-2
+activation=linear
+[maxpool]
+size=2
+stride=1
+[convolutional]
+filters=8
+size=3
+stride=2
+pad=1
+activation=logistic
+[upsample]
+stride=2
+[route]
+layers=-1,-4
+[convolutional]
+size=1
+stride=1
+pad=1
+filters=14
+activation=linear
+[yolo]
+mask=0,1
+anchors=4,4,8,8,16,16
+classes=2
+num=3
+ignore_thresh=.5
+""",
+    "connected+bn, dropout, softmax": """
+[net]
+batch=4
+subdivisions=1
+width=8
+height=8
+channels=3
+momentum=0.9
+decay=0.0005
+learning_rate=0.01
+policy=constant
+max_batches=10
+[convolutional]
+filters=4
+size=3
+stride=1
+pad=1
+activation=leaky
+[avgpool]
+[connected]
+output=16
+batch_normalize=1
+activation=leaky
+[dropout]
+probability=.3
+[connected]
+output=5
+activation=linear
+[softmax]
+""",
+}
+
+
+def training_truth(net: Network, rng: np.random.Generator) -> np.ndarray:
+    batch = net.info.batch
+    truth = np.zeros((batch, net.truth_size), np.float32)
+    last = net.layers[-1].type
+    for b in range(batch):
+        if last == "softmax":
+            truth[b, rng.integers(0, net.truth_size)] = 1
+        else:
+            for k in range(2):
+                truth[b, 5 * k:5 * k + 5] = [rng.uniform(.2, .8), rng.uniform(.2, .8),
+                                             rng.uniform(.1, .4), rng.uniform(.1, .4),
+                                             rng.integers(0, 2)]
+    return truth
+
+
+def backward_parity(title: str, text: str, folder: Path) -> list[Check]:
+    cfg = folder / f"net-{abs(hash(title)) % 10**6}.cfg"
+    cfg.write_text(text)
+    weights = folder / f"{cfg.stem}.weights"
+    rng = np.random.default_rng(4)
+    with Network(cfg, train=True, batch=0, threads=4) as cpu:
+        cpu.randomize(5)
+        cpu.save_weights(weights)
+        x = rng.random(cpu.input_shape, dtype=np.float32)
+        truth = training_truth(cpu, rng)
+        cpu.seed(9)
+        cpu_loss = cpu.forward_backward(x, truth)
+        cpu_deltas = [cpu.delta(i) for i in range(len(cpu))]
+        cpu_grads = [{k: v.copy() for k, v in cpu.grads(i).items()} for i in range(len(cpu))]
+        cpu.update()
+        cpu_params = [{k: v.copy() for k, v in cpu.params(i).items()} for i in range(len(cpu))]
+    with Network(cfg, weights, train=True, batch=0, device=DEVICE) as gpu:
+        gpu.seed(9)
+        gpu_loss = gpu.forward_backward(x, truth)
+        delta_err = max(rel(gpu.delta(i), d) for i, d in enumerate(cpu_deltas))
+        grad_err = max((rel(gpu.grads(i)[k], v) for i, g in enumerate(cpu_grads)
+                        for k, v in g.items()), default=0.0)
+        gpu.update()
+        param_err = max((rel(gpu.params(i)[k], v) for i, p in enumerate(cpu_params)
+                         for k, v in p.items()), default=0.0)
+    loss_err = abs(gpu_loss - cpu_loss) / max(abs(cpu_loss), 1e-12)
+    return [Check(f"backward deltas: {title}", delta_err, delta_err < TOLERANCE),
+            Check(f"gradients: {title}", grad_err, grad_err < TOLERANCE),
+            Check(f"loss: {title}", loss_err, loss_err < TOLERANCE),
+            Check(f"weights after a step: {title}", param_err, param_err < TOLERANCE)]
+
+
+def replicas_on_one_gpu(folder: Path) -> Check:
+    """2 replicas x batch 4 on GPU 0 (host reduction; NCCL refuses two ranks
+    on one GPU) == 1 replica x batch 8 with subdivisions 2, 5 steps."""
+    text = LAYER_NETS["conv+bn, maxpool, route, reorg, region"]
+    many = folder / "many.cfg"
+    many.write_text(text)
+    one = folder / "one.cfg"
+    one.write_text(text.replace("batch=4\nsubdivisions=1", "batch=8\nsubdivisions=2"))
+    rng = np.random.default_rng(1)
+    data = []
+    for _ in range(5):
+        x = rng.random((8, 3, 32, 32), dtype=np.float32)
+        truth = np.zeros((8, 150), np.float32)
+        truth[:, :5] = [.4, .6, .3, .2, 1]
+        data.append((x, truth))
+    gpus = (lambda k: [0] * k) if DEVICE != "cpu" else (lambda k: None)
+    with Trainer(one, gpus=gpus(1), seed=2) as single, \
+            Trainer(many, gpus=gpus(2), replicas=2, sync="allreduce", seed=2) as pair:
+        for x, truth in data:
+            single.step(x, truth)
+            pair.step(x, truth)
+
+        def params(t: Trainer, r: int) -> np.ndarray:
+            net = t.network(r)
+            return np.concatenate([v for i in range(len(net))
+                                   for k, v in net.params(i).items()
+                                   if k not in ("rolling_mean", "rolling_variance")])
+
+        err = rel(params(pair, 0), params(single, 0))
+        same = np.array_equal(params(pair, 0), params(pair, 1))
+    return Check("allreduce 2 x batch 4 on one GPU == 1 x batch 8", err,
+                 err < TOLERANCE and same, "replicas identical" if same else "replicas differ")
+
+
+def timings(folder: Path, steps: int = 3) -> list[Check]:
+    """yolov2 at 416: training images/s (batch 64) and inference latency,
+    pydarknet and PyTorch (fp32, cuDNN) on the same GPU."""
+    import torch
+
+    results: list[Check] = []
+    train_cfg = cfg_copy("yolov2.cfg", folder, width=416, height=416, batch=64, subdivisions=1)
+    rng = np.random.default_rng(0)
+    with Trainer(train_cfg, gpus=[0] if DEVICE != "cpu" else None, seed=1) as trainer:
+        n = trainer.images_per_step
+        x = rng.random((n, 3, 416, 416), dtype=np.float32)
+        truth = np.zeros((n, trainer.network(0).truth_size), np.float32)
+        truth[:, :5] = [.5, .5, .3, .3, 1]
+        trainer.step(x, truth)
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.step(x, truth)
+        ours_train = steps * n / (time.perf_counter() - start)
+    infer_cfg = cfg_copy("yolov2.cfg", folder, width=416, height=416, batch=1, subdivisions=1)
+    with Network(infer_cfg, device=DEVICE) as net:
+        x1 = rng.random(net.input_shape, dtype=np.float32)
+        for _ in range(3):
+            net.predict(x1, copy=False)
+        start = time.perf_counter()
+        for _ in range(20):
+            net.predict(x1, copy=False)
+        ours_ms = (time.perf_counter() - start) / 20 * 1000
+
+    from pydarknet.torch import DarknetModel
+
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    model = DarknetModel(infer_cfg).cuda().eval()
+    xt = torch.from_numpy(x1).cuda()
+    with torch.no_grad():
+        for _ in range(3):
+            model(xt)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(20):
+            model(xt).cpu()  # the engine's predict also returns the output to the host
+        torch_ms = (time.perf_counter() - start) / 20 * 1000
+    model.train()
+    optim = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=.9)
+    xb = torch.from_numpy(x).cuda()
+    for step in range(steps + 1):
+        if step == 1:
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+        optim.zero_grad()
+        out = model(xb)
+        loss = (out if isinstance(out, torch.Tensor) else out[0]).square().mean()
+        loss.backward()
+        optim.step()
+    torch.cuda.synchronize()
+    torch_train = steps * n / (time.perf_counter() - start)
+    results.append(Check(f"train yolov2 416 b64: {ours_train:.1f} img/s vs torch {torch_train:.1f}",
+                         torch_train / ours_train, True, f"ratio {ours_train / torch_train:.2f}"))
+    results.append(Check(f"infer yolov2 416 b1: {ours_ms:.2f} ms vs torch {torch_ms:.2f}",
+                         ours_ms / torch_ms, True, f"ratio {ours_ms / torch_ms:.2f}"))
+    return results
+
+
+def run_all(with_timings: bool = True) -> list[Check]:
+    checks: list[Check] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name in ("yolov2-tiny.cfg", "yolov2.cfg", "yolov3-tiny.cfg"):
+            checks.append(_guard(f"forward {name}", lambda n=name: [forward_parity(n, folder)]))
+        for title, text in LAYER_NETS.items():
+            checks.extend(_guarded_list(f"backward {title}",
+                                        lambda t=title, s=text: backward_parity(t, s, folder)))
+        checks.append(_guard("replicas", lambda: [replicas_on_one_gpu(folder)]))
+        if with_timings:
+            checks.extend(_guarded_list("timings", lambda: timings(folder)))
+    return checks
+
+
+def _guarded_list(name: str, fn) -> list[Check]:  # type: ignore[no-untyped-def]
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - a failed check is reported, the rest still run
+        return [Check(name, float("nan"), False, f"{type(exc).__name__}: {exc}"[:300])]
+
+
+def _guard(name: str, fn) -> Check:  # type: ignore[no-untyped-def]
+    return _guarded_list(name, fn)[0]

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The GPU checks of the CUDA issue in one run, for a machine with nvcc, the
+# CUDA libraries and PyTorch but no package index and no ../shared:
+#   tests/gpu/device_check.sh OUT_DIR
+# Builds the CUDA engine unless a prebuilt one is carried (pydarknet/
+# libpydarknet.so with CUDA inside), runs forward parity (yolov2-tiny,
+# yolov2, yolov3-tiny), backward parity for every layer type and a training
+# step, the 2-replicas-on-one-GPU equivalence, and yolov2 timings beside
+# PyTorch; prints a short table last and writes details to OUT_DIR.
+set -uo pipefail
+OUT=${1:-${OUT:-/tmp/pydarknet-gpu}}
+mkdir -p "$OUT"
+cd "$(dirname "$0")/../.."
+PY=${PYTHON:-python3}
+if [ -f .gpu/libpydarknet.so ]; then  # a CUDA engine built elsewhere (nvcc, sm_80/sm_90), carried
+    cp .gpu/libpydarknet.so .gpu/_darknet_cffi*.so pydarknet/
+fi
+SITE=$($PY -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+export LD_LIBRARY_PATH="$SITE/nvidia/cu13/lib:$SITE/nvidia/nccl/lib:${LD_LIBRARY_PATH:-}"
+if [ -d .whl ]; then  # carried wheels (cffi) for a machine without a package index
+    $PY -m pip install -q --no-index --no-deps --target /tmp/pydarknet-site .whl/*.whl >/dev/null 2>&1
+    export PYTHONPATH="/tmp/pydarknet-site:${PYTHONPATH:-}"
+fi
+export PYTHONPATH="$PWD:$PWD/tests/gpu:${PYTHONPATH:-}"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1
+if ! $PY -c "from pydarknet._ffi import lib; assert lib.dn_built_with_cuda()" 2>/dev/null; then
+    echo "building the CUDA engine ..." | tee "$OUT/build.log"
+    make -C darknet_src -j"$(nproc)" CUDA=1 CUDA_ARCHS=90 BUILD=/tmp/pydarknet-build \
+        LIB="$PWD/pydarknet/libpydarknet.so" CUDA_EXTRA_DIRS="$SITE/nvidia/cu13 $SITE/nvidia/nccl" \
+        >> "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+fi
+$PY - "$OUT" <<'PYEOF' 2>&1 | tee "$OUT/checks.log"
+import json, sys, time
+from pathlib import Path
+from pydarknet._ffi import lib
+import checks
+out = Path(sys.argv[1])
+buf = __import__("pydarknet._ffi", fromlist=["ffi"]).ffi.new("char[256]")
+lib.dn_cuda_device_name(0, buf, 256)
+print("device:", __import__("pydarknet._ffi", fromlist=["ffi"]).ffi.string(buf).decode(),
+      "| CUDA build:", lib.dn_built_with_cuda(), "| GPUs:", lib.dn_cuda_device_count(), flush=True)
+start = time.time()
+results = checks.run_all(with_timings=True)
+(out / "checks.json").write_text(json.dumps([r.__dict__ for r in results], indent=1))
+print(f"\n{'check':70s} {'error/ratio':>12s}  result  ({time.time() - start:.0f} s)")
+for r in results:
+    print(f"{r.name[:70]:70s} {r.error:12.3g}  {'PASS' if r.passed else 'FAIL'}  {r.detail}")
+PYEOF
