@@ -16,7 +16,10 @@ if [ -f .gpu/libpydarknet.so ]; then  # a CUDA engine built elsewhere (nvcc, sm_
     cp .gpu/libpydarknet.so .gpu/_darknet_cffi*.so pydarknet/
 fi
 SITE=$($PY -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-export LD_LIBRARY_PATH="$SITE/nvidia/cu13/lib:$SITE/nvidia/nccl/lib:${LD_LIBRARY_PATH:-}"
+# cuBLAS, the CUDA runtime and NCCL from the environment's nvidia wheels, wherever they sit
+LIBDIRS=$(find "$SITE/nvidia" /usr/local/cuda/lib64 \( -name 'libcublas.so*' -o -name 'libnccl.so*' \
+          -o -name 'libcudart.so*' \) 2>/dev/null | xargs -r -n1 dirname | sort -u | tr '\n' ':')
+export LD_LIBRARY_PATH="${LIBDIRS}${LD_LIBRARY_PATH:-}"
 if [ -d .whl ]; then  # carried wheels (cffi) for a machine without a package index
     $PY -m pip install -q --no-index --no-deps --target /tmp/pydarknet-site .whl/*.whl >/dev/null 2>&1
     export PYTHONPATH="/tmp/pydarknet-site:${PYTHONPATH:-}"
