@@ -7,7 +7,6 @@ Environment switches (read by darknet_src/Makefile too):
                        cuBLAS are found: the toolkit's or the nvidia-cublas /
                        nvidia-cuda-runtime / nvidia-nccl-cu13 wheels of the
                        environment; 0 forces the CPU build)
-  PYDARKNET_CUDNN=1    use cuDNN for convolutions (CUDA builds)
   PYDARKNET_NATIVE=1   -march=native (the default build runs on any x86-64
                        and picks AVX2/AVX-512 kernels at run time)
   PYDARKNET_DEBUG=1    -O0 -g with address sanitizer off

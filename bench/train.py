@@ -117,9 +117,9 @@ def main() -> None:
     theirs = torch_rate(args.threads, args.steps, args.size, args.batch)
     print(f"# training yolov2-tiny {args.size}x{args.size}, batch {args.batch}, "
           f"{args.threads} threads, torch {torch.__version__}")
-    print("| pydarknet images/s | PyTorch images/s | ratio (PyTorch time / pydarknet time) |")
+    print("| pydarknet images/s | PyTorch images/s | ratio (pydarknet time / PyTorch time) |")
     print("|---|---|---|")
-    print(f"| {ours:.2f} | {theirs:.2f} | {ours / theirs:.2f} |")
+    print(f"| {ours:.2f} | {theirs:.2f} | {theirs / ours:.2f} |")
 
 
 if __name__ == "__main__":
