@@ -7,6 +7,8 @@ Environment switches (read by darknet_src/Makefile too):
                        cuBLAS are found: the toolkit's or the nvidia-cublas /
                        nvidia-cuda-runtime / nvidia-nccl-cu13 wheels of the
                        environment; 0 forces the CPU build)
+  PYDARKNET_CUDNN=1    convolutions through cuDNN in a CUDA build (the toolkit's
+                       or the nvidia-cudnn-cu13 wheel), as darknet's CUDNN=1
   PYDARKNET_NATIVE=1   -march=native (the default build runs on any x86-64
                        and picks AVX2/AVX-512 kernels at run time)
   PYDARKNET_DEBUG=1    -O0 -g with address sanitizer off
@@ -96,7 +98,7 @@ def cuda_settings() -> list[str] | None:
     if nvcc:
         toolkit = Path(nvcc).resolve().parent.parent
     site = Path(sysconfig.get_paths()["purelib"]) / "nvidia"
-    wheels = [str(d) for d in (site / "cu13", site / "nccl") if (d / "include").is_dir()]
+    wheels = [str(d) for d in (site / "cu13", site / "nccl", site / "cudnn") if (d / "include").is_dir()]
     lib_dirs = [Path(d) / "lib" for d in wheels] + [toolkit / "lib64", toolkit / "lib"]
     has_cublas = any(next(d.glob("libcublas.so*"), None) is not None for d in lib_dirs)
     if nvcc and has_cublas:

@@ -27,6 +27,17 @@ def test_device_strings() -> None:
         parse_device("gpu0")
 
 
+def test_build_flags_are_consistent() -> None:
+    """cuDNN only ever comes inside a CUDA build (PYDARKNET_CUDNN=1 adds it
+    to PYDARKNET_CUDA's kernels; a CPU build answers 0 to both)."""
+    assert lib.dn_built_with_cudnn() in (0, 1)
+    if lib.dn_built_with_cudnn():
+        assert CUDA_BUILD
+    if not CUDA_BUILD:
+        assert lib.dn_built_with_cudnn() == 0
+        assert GPUS == 0
+
+
 def test_network_on_a_missing_gpu(tiny_cfg: Path) -> None:
     expected = ArgumentError if CUDA_BUILD else UnsupportedError
     match = "GPU 0 does not exist" if CUDA_BUILD else "built without CUDA"

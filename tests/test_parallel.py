@@ -253,3 +253,19 @@ def test_checkpoint_mid_run_resumes_iteration_and_seen(tmp_path: Path) -> None:
         assert resumed.network(1).seen == seen
         result = resumed.step(*data[3])
         assert result.train.batch_num == iteration + 1 + (2 if result.synced else 0)
+
+
+def test_allreduce_with_one_replica_equals_plain_training(tmp_path: Path) -> None:
+    """One replica in all-reduce mode takes the all-reduce path (gradients,
+    a one-rank reduction, update: NCCL's on a GPU) and must train exactly as
+    the plain step does, subdivisions included."""
+    data = fixed_data(4, 8, 150)
+    cfg = write_cfg(tmp_path, "net.cfg", batch=8, subdivisions=2)
+    with Trainer(cfg, seed=3, threads=1) as plain, \
+            Trainer(cfg, replicas=1, sync="allreduce", seed=3, threads=1) as reduced:
+        run(plain, data)
+        for x, truth in data:
+            assert reduced.step(x, truth).synced  # the all-reduce ran
+        assert relative_error(params_of(reduced), params_of(plain)) < 1e-6
+        assert reduced.network(0).seen == plain.network(0).seen == 32
+        assert reduced.network(0).current_batch == plain.network(0).current_batch == 4

@@ -50,6 +50,8 @@ const char *dn_version(void);
 const char *dn_cpu_kernel(void);
 /* 1 when the library was built with CUDA kernels. */
 int dn_built_with_cuda(void);
+/* 1 when its convolutions run through cuDNN (a PYDARKNET_CUDNN=1 build). */
+int dn_built_with_cudnn(void);
 /* Number of CUDA devices present (0 on a CPU build or without a GPU). */
 int dn_cuda_device_count(void);
 /* Name of CUDA device k into buf (e.g. "NVIDIA H100 80GB HBM3"). */

@@ -16,8 +16,8 @@ extern "C" {
 #include "image.h"
 #include "layers/detection_layers.h"
 }
+#include "layers/conv_cudnn.cuh"
 
-#define DN_API_CPP extern "C" __attribute__((visibility("default")))
 
 // ---- errors -------------------------------------------------------------------------
 
@@ -176,6 +176,7 @@ static void free_layer_buffers(dn_layer *l)
     device_free(&l->gpu.factors);
     if (l->gpu.indexes) cudaFree(l->gpu.indexes);
     l->gpu.indexes = NULL;
+    dn_conv_cudnn_free(l);
 }
 
 static dn_status alloc_layer_buffers(dn_network *net, dn_layer *l)
@@ -263,6 +264,7 @@ extern "C" void dn_cuda_network_detach(dn_network *net)
     device_free(&net->grads_gpu);
     device_free(&net->velocity_gpu);
     device_free(&net->stats_gpu);
+    dn_cudnn_release(net->gpu);
     if (net->gpu->blas) cublasDestroy(net->gpu->blas);
     if (net->gpu->stream) cudaStreamDestroy(net->gpu->stream);
     free(net->gpu);
@@ -700,12 +702,14 @@ static dn_status allreduce_nccl(dn_network **nets, int n, dn_gpu_buffer which, i
 
 extern "C" dn_status dn_cuda_allreduce(dn_network **nets, int n, dn_gpu_buffer which, int average)
 {
-    if (n < 2) return DN_OK;
+    if (n < 1) return DN_OK;
 #ifdef DN_NCCL
+    /* one rank included: NCCL's path is then the one a single GPU runs */
     if (distinct_gpus(nets, n)) return allreduce_nccl(nets, n, which, average);
 #else
     (void)distinct_gpus;
 #endif
+    if (n < 2) return DN_OK;
     return allreduce_host(nets, n, which, average);
 }
 

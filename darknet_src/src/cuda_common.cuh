@@ -14,10 +14,15 @@ extern "C" {
 #include "network.h"
 }
 
+#define DN_API_CPP extern "C" __attribute__((visibility("default")))
+
 struct dn_gpu {
     int device;
     cudaStream_t stream;
     cublasHandle_t blas;
+    void *dnn;                // cuDNN handle, made on first use (conv_cudnn.cu; NULL otherwise)
+    void *dnn_workspace;      // cuDNN scratch, grown to the largest algorithm chosen
+    size_t dnn_workspace_bytes;
     dn_status error;          // first failure inside a layer (layer functions return void)
     char error_message[512];
 };

@@ -12,6 +12,7 @@
 #include "cuda.h"
 
 DN_API int dn_built_with_cuda(void) { return 0; }
+DN_API int dn_built_with_cudnn(void) { return 0; }
 DN_API int dn_cuda_device_count(void) { return 0; }
 
 static dn_status no_cuda(void)

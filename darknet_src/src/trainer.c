@@ -452,7 +452,9 @@ DN_API dn_status dn_trainer_step(dn_trainer *t, const float *input, const float 
     j->input = input;
     j->truth = truth;
     j->replicas = replicas_now(t);
-    j->allreduce = t->params.sync == DN_SYNC_ALLREDUCE && j->replicas > 1;
+    /* one replica in all-reduce mode also takes the all-reduce path (a
+     * one-rank reduction: NCCL's on a GPU), so that path is one code path */
+    j->allreduce = t->params.sync == DN_SYNC_ALLREDUCE && (j->replicas > 1 || t->n == 1);
     j->seen_before = t->nets[0]->seen;
     j->iteration = dn_network_current_batch(t->nets[0]) + 1;
     dn_trainer_result result;

@@ -293,6 +293,33 @@ def replicas_on_one_gpu(folder: Path) -> Check:
                  err < TOLERANCE and same, "replicas identical" if same else "replicas differ")
 
 
+def one_rank_allreduce(folder: Path) -> Check:
+    """One replica on GPU 0 in all-reduce mode (a one-rank reduction: NCCL's
+    path when the library has NCCL) == plain training, 4 steps."""
+    text = LAYER_NETS["conv+bn, maxpool, route, reorg, region"]
+    cfg = folder / "one_rank.cfg"
+    cfg.write_text(text.replace("batch=4\nsubdivisions=1", "batch=8\nsubdivisions=2"))
+    rng = np.random.default_rng(4)
+    gpus = [0] if DEVICE != "cpu" else None
+    synced = True
+    with Trainer(cfg, gpus=gpus, seed=2) as plain, \
+            Trainer(cfg, gpus=gpus, sync="allreduce", seed=2) as reduced:
+        for _ in range(4):
+            x = rng.random((8, 3, 32, 32), dtype=np.float32)
+            truth = np.zeros((8, 150), np.float32)
+            truth[:, :5] = [.5, .4, .3, .3, 0]
+            plain.step(x, truth)
+            synced &= reduced.step(x, truth).synced
+
+        def params(t: Trainer) -> np.ndarray:
+            net = t.network(0)
+            return np.concatenate([v for i in range(len(net)) for v in net.params(i).values()])
+
+        err = rel(params(reduced), params(plain))
+    return Check("allreduce with one rank on GPU 0 == plain training", err,
+                 err < TOLERANCE and synced, "reduced every step" if synced else "no reduction ran")
+
+
 def timings(folder: Path, steps: int = 2) -> list[Check]:
     """yolov2 at 416: training images/s (batch 64) and inference latency,
     pydarknet and PyTorch (fp32, cuDNN) on the same GPU."""
@@ -368,6 +395,7 @@ def run_all(with_timings: bool = True) -> list[Check]:
             checks.extend(_guarded_list(f"backward {title}",
                                         lambda t=title, s=text: backward_parity(t, s, folder)))
         checks.append(_guard("replicas", lambda: [replicas_on_one_gpu(folder)]))
+        checks.append(_guard("one rank", lambda: [one_rank_allreduce(folder)]))
         for c in checks:
             print(f"  {c.name[:60]:60s} {c.error:10.3g} {'PASS' if c.passed else 'FAIL'} {c.detail}",
                   flush=True)

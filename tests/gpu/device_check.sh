@@ -32,20 +32,50 @@ if ! $PY -c "from pydarknet._ffi import lib; assert lib.dn_built_with_cuda()" 2>
         LIB="$PWD/pydarknet/libpydarknet.so" CUDA_EXTRA_DIRS="$SITE/nvidia/cu13 $SITE/nvidia/nccl" \
         >> "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 fi
-$PY - "$OUT" <<'PYEOF' 2>&1 | tee "$OUT/checks.log"
+# one pass of the checks against the engine now in pydarknet/: PASS LABEL
+run_checks() {
+$PY - "$OUT" "$1" <<'PYEOF' 2>&1 | tee "$OUT/checks-$1.log"
 import json, sys, time
 from pathlib import Path
-from pydarknet._ffi import lib
+from pydarknet._ffi import ffi, lib
 import checks
-out = Path(sys.argv[1])
-buf = __import__("pydarknet._ffi", fromlist=["ffi"]).ffi.new("char[256]")
+out, label = Path(sys.argv[1]), sys.argv[2]
+buf = ffi.new("char[256]")
 lib.dn_cuda_device_name(0, buf, 256)
-print("device:", __import__("pydarknet._ffi", fromlist=["ffi"]).ffi.string(buf).decode(),
-      "| CUDA build:", lib.dn_built_with_cuda(), "| GPUs:", lib.dn_cuda_device_count(), flush=True)
+print(f"[{label}] device:", ffi.string(buf).decode(), "| CUDA build:", lib.dn_built_with_cuda(),
+      "| cuDNN:", lib.dn_built_with_cudnn(), "| GPUs:", lib.dn_cuda_device_count(), flush=True)
 start = time.time()
 results = checks.run_all(with_timings=True)
-(out / "checks.json").write_text(json.dumps([r.__dict__ for r in results], indent=1))
-print(f"\n{'check':70s} {'error/ratio':>12s}  result  ({time.time() - start:.0f} s)")
-for r in results:
-    print(f"{r.name[:70]:70s} {r.error:12.3g}  {'PASS' if r.passed else 'FAIL'}  {r.detail}")
+(out / f"checks-{label}.json").write_text(json.dumps([r.__dict__ for r in results], indent=1))
+print(f"[{label}] {time.time() - start:.0f} s", flush=True)
+PYEOF
+}
+run_checks im2col
+# the same checks with convolutions through cuDNN, where the environment has it
+# (PyTorch's nvidia-cudnn wheel); PYDARKNET_CHECK_CUDNN=0 skips this pass
+if [ "${PYDARKNET_CHECK_CUDNN:-1}" != 0 ] && [ -f "$SITE/nvidia/cudnn/include/cudnn.h" ]; then
+    echo "building the CUDA engine with cuDNN ..." | tee "$OUT/build-cudnn.log"
+    if make -C darknet_src -j"$(nproc)" CUDA=1 CUDNN=1 CUDA_ARCHS=90 BUILD=/tmp/pydarknet-build-cudnn \
+        LIB=/tmp/pydarknet-cudnn/libpydarknet.so \
+        CUDA_EXTRA_DIRS="$SITE/nvidia/cu13 $SITE/nvidia/nccl $SITE/nvidia/cudnn" >> "$OUT/build-cudnn.log" 2>&1; then
+        cp pydarknet/libpydarknet.so /tmp/pydarknet-im2col.so
+        cp /tmp/pydarknet-cudnn/libpydarknet.so pydarknet/libpydarknet.so
+        run_checks cudnn
+        cp /tmp/pydarknet-im2col.so pydarknet/libpydarknet.so
+    else
+        tail -20 "$OUT/build-cudnn.log"
+    fi
+fi
+# the table, last
+$PY - "$OUT" <<'PYEOF' | tee "$OUT/table.txt"
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+print(f"\n{'pass':7s} {'check':66s} {'error/ratio':>12s}  result")
+for label in ("im2col", "cudnn"):
+    f = out / f"checks-{label}.json"
+    if not f.exists():
+        continue
+    for r in json.loads(f.read_text()):
+        print(f"{label:7s} {r['name'][:66]:66s} {r['error']:12.3g}  {'PASS' if r['passed'] else 'FAIL'}  {r['detail']}")
 PYEOF

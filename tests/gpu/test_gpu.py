@@ -33,3 +33,10 @@ def test_replicas_on_one_gpu(tmp_path: Path) -> None:
 
     check = replicas_on_one_gpu(tmp_path)
     assert check.passed, check
+
+
+def test_one_rank_allreduce(tmp_path: Path) -> None:
+    from checks import one_rank_allreduce
+
+    check = one_rank_allreduce(tmp_path)
+    assert check.passed, check

@@ -1,6 +1,8 @@
-// [convolutional] on the GPU (convolutional_layer.c's twin): im2col + cuBLAS.
+// [convolutional] on the GPU (convolutional_layer.c's twin): im2col + cuBLAS,
+// or cuDNN in a PYDARKNET_CUDNN=1 build (conv_cudnn.cu).
 #include "../cuda_common.cuh"
 #include "batchnorm_gpu.cuh"
+#include "conv_cudnn.cuh"
 
 static int input_is_columns(const dn_layer *l)
 {
@@ -15,7 +17,8 @@ void dn_conv_forward_gpu(dn_layer *l, const dn_ctx *ctx)
     int k = l->u.conv.size * l->u.conv.size * l->in_c / groups;
     int n = l->out_w * l->out_h;
     size_t in_group = (size_t)(l->in_c / groups) * l->in_h * l->in_w;
-    for (int b = 0; b < l->batch; b++)
+    int done = dn_conv_cudnn_forward(l, ctx);
+    for (int b = 0; b < l->batch && !done; b++)
         for (int g = 0; g < groups; g++) {
             const float *weights = l->gpu.weights + (size_t)g * l->n_weights / groups;
             const float *im = ctx->gpu->input + ((size_t)b * groups + g) * in_group;
@@ -48,6 +51,7 @@ void dn_conv_backward_gpu(dn_layer *l, const dn_ctx *ctx)
         dn_batchnorm_backward_gpu(l, ctx, k);
     else
         dn_backward_bias_gpu(gpu, l->gpu.bias_grads, l->gpu.delta, l->batch, l->u.conv.filters, k);
+    if (dn_conv_cudnn_backward(l, ctx)) return;
     float *workspace = ctx->gpu->workspace;
     for (int b = 0; b < l->batch; b++)
         for (int g = 0; g < groups; g++) {

@@ -1,0 +1,287 @@
+// [convolutional] through cuDNN, as darknet's CUDNN=1 build: the convolution
+// itself (forward, backward data, backward filter) in cuDNN; bias, batch norm
+// and the activation stay ours (convolutional_layer.cu).  Compiled in with
+// PYDARKNET_CUDNN=1 (make CUDNN=1); otherwise every entry answers "not
+// handled" and convolutional_layer.cu runs im2col + cuBLAS.
+//
+// Numbers: FP32 FMA math only (no TF32 tensor cores), so results agree with
+// the CPU path to float rounding, as the im2col path does.
+#include "../cuda_common.cuh"
+#include "conv_cudnn.cuh"
+
+#ifndef DN_CUDNN
+
+int dn_conv_cudnn_forward(dn_layer *l, const dn_ctx *ctx) { return 0; }
+int dn_conv_cudnn_backward(dn_layer *l, const dn_ctx *ctx) { return 0; }
+void dn_conv_cudnn_free(dn_layer *l) {}
+void dn_cudnn_release(dn_gpu *gpu) {}
+DN_API_CPP int dn_built_with_cudnn(void) { return 0; }
+
+#else
+
+#include <string.h>
+
+#include <cudnn.h>
+
+DN_API_CPP int dn_built_with_cudnn(void) { return 1; }
+
+// The most scratch one convolution may ask for; faster algorithms that want
+// more are passed over.
+static const size_t workspace_limit = (size_t)1 << 30;
+
+static dn_status cudnn_fail(cudnnStatus_t s, const char *call, const char *file, int line)
+{
+    const char *base = strrchr(file, '/');
+    return dn_set_error_at(file, line, DN_ERR_CUDA, "cuDNN error in %s (%s:%d): %s", call,
+                           base ? base + 1 : file, line, cudnnGetErrorString(s));
+}
+
+#define DNN_TRY(call)                                                                  \
+    do {                                                                               \
+        cudnnStatus_t dn_s_ = (call);                                                  \
+        if (dn_s_ != CUDNN_STATUS_SUCCESS) return cudnn_fail(dn_s_, #call, __FILE__, __LINE__); \
+    } while (0)
+
+// What cuDNN needs for one convolution layer, made for one input shape.
+typedef struct {
+    int batch, in_h, in_w;        // the shape the descriptors describe (0: none yet)
+    cudnnTensorDescriptor_t input, output;
+    cudnnFilterDescriptor_t weights;
+    cudnnConvolutionDescriptor_t conv;
+    cudnnConvolutionFwdAlgo_t forward_algo;
+    size_t forward_bytes;
+    int has_backward_algos;       // chosen on the first backward for this shape
+    cudnnConvolutionBwdDataAlgo_t data_algo;
+    size_t data_bytes;
+    cudnnConvolutionBwdFilterAlgo_t filter_algo;
+    size_t filter_bytes;
+} conv_dnn;
+
+static int uses_tensor_cores(cudnnMathType_t math)
+{
+    return math == CUDNN_TENSOR_OP_MATH || math == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
+}
+
+static dn_status handle_of(dn_gpu *gpu, cudnnHandle_t *out)
+{
+    if (!gpu->dnn) {
+        cudnnHandle_t handle;
+        DNN_TRY(cudnnCreate(&handle));
+        cudnnStatus_t s = cudnnSetStream(handle, gpu->stream);
+        if (s != CUDNN_STATUS_SUCCESS) {
+            cudnnDestroy(handle);
+            return cudnn_fail(s, "cudnnSetStream", __FILE__, __LINE__);
+        }
+        gpu->dnn = handle;
+    }
+    *out = (cudnnHandle_t)gpu->dnn;
+    return DN_OK;
+}
+
+static dn_status workspace_of(dn_gpu *gpu, size_t bytes, void **out)
+{
+    if (bytes > gpu->dnn_workspace_bytes) {
+        CUDA_TRY(cudaStreamSynchronize(gpu->stream));
+        if (gpu->dnn_workspace) cudaFree(gpu->dnn_workspace);
+        gpu->dnn_workspace = NULL;
+        gpu->dnn_workspace_bytes = 0;
+        cudaError_t e = cudaMalloc(&gpu->dnn_workspace, bytes);
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            gpu->dnn_workspace = NULL;
+            return DN_FAIL(DN_ERR_OOM, "GPU %d: out of memory for %zu MiB of cuDNN workspace (%s)",
+                           gpu->device, bytes >> 20, cudaGetErrorString(e));
+        }
+        gpu->dnn_workspace_bytes = bytes;
+    }
+    *out = gpu->dnn_workspace;
+    return DN_OK;
+}
+
+static dn_status create_descriptors(conv_dnn *d)
+{
+    DNN_TRY(cudnnCreateTensorDescriptor(&d->input));
+    DNN_TRY(cudnnCreateTensorDescriptor(&d->output));
+    DNN_TRY(cudnnCreateFilterDescriptor(&d->weights));
+    DNN_TRY(cudnnCreateConvolutionDescriptor(&d->conv));
+    return DN_OK;
+}
+
+static void destroy_descriptors(conv_dnn *d)
+{
+    if (d->input) cudnnDestroyTensorDescriptor(d->input);
+    if (d->output) cudnnDestroyTensorDescriptor(d->output);
+    if (d->weights) cudnnDestroyFilterDescriptor(d->weights);
+    if (d->conv) cudnnDestroyConvolutionDescriptor(d->conv);
+}
+
+static dn_status describe(const dn_layer *l, conv_dnn *d)
+{
+    int groups = l->u.conv.groups;
+    int size = l->u.conv.size, stride = l->u.conv.stride, pad = l->u.conv.pad;
+    DNN_TRY(cudnnSetTensor4dDescriptor(d->input, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, l->batch,
+                                       l->in_c, l->in_h, l->in_w));
+    DNN_TRY(cudnnSetTensor4dDescriptor(d->output, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, l->batch,
+                                       l->u.conv.filters, l->out_h, l->out_w));
+    DNN_TRY(cudnnSetFilter4dDescriptor(d->weights, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW,
+                                       l->u.conv.filters, l->in_c / groups, size, size));
+    // darknet's convolution is a cross-correlation (no kernel flip)
+    DNN_TRY(cudnnSetConvolution2dDescriptor(d->conv, pad, pad, stride, stride, 1, 1,
+                                            CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    DNN_TRY(cudnnSetConvolutionGroupCount(d->conv, groups));
+    DNN_TRY(cudnnSetConvolutionMathType(d->conv, CUDNN_FMA_MATH));
+    // the output shape cuDNN computes must be the one the layer allocated
+    int n, c, h, w;
+    DNN_TRY(cudnnGetConvolution2dForwardOutputDim(d->conv, d->input, d->weights, &n, &c, &h, &w));
+    if (n != l->batch || c != l->u.conv.filters || h != l->out_h || w != l->out_w)
+        return DN_FAIL(DN_ERR_INTERNAL, "cuDNN computes a %dx%dx%dx%d output, the layer has %dx%dx%dx%d",
+                       n, c, h, w, l->batch, l->u.conv.filters, l->out_h, l->out_w);
+    return DN_OK;
+}
+
+// The first algorithm of cuDNN's heuristics (fastest first) that runs in FP32
+// FMA math within the workspace limit.
+#define CHOOSE_ALGO(perf_type, count, query, algo_out, bytes_out, what)                         \
+    do {                                                                                          \
+        perf_type perf[count];                                                                    \
+        int returned = 0;                                                                         \
+        DNN_TRY(query);                                                                           \
+        for (int i = 0; i < returned; i++)                                                        \
+            if (perf[i].status == CUDNN_STATUS_SUCCESS && !uses_tensor_cores(perf[i].mathType) && \
+                perf[i].memory <= workspace_limit) {                                              \
+                *(algo_out) = perf[i].algo;                                                       \
+                *(bytes_out) = perf[i].memory;                                                    \
+                return DN_OK;                                                                     \
+            }                                                                                     \
+        return DN_FAIL(DN_ERR_UNSUPPORTED, "cuDNN has no FP32 %s algorithm for this convolution", what); \
+    } while (0)
+
+static dn_status choose_forward(cudnnHandle_t handle, conv_dnn *d)
+{
+    CHOOSE_ALGO(cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                cudnnGetConvolutionForwardAlgorithm_v7(handle, d->input, d->weights, d->conv, d->output,
+                                                       CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf),
+                &d->forward_algo, &d->forward_bytes, "forward");
+}
+
+static dn_status choose_backward_data(cudnnHandle_t handle, conv_dnn *d)
+{
+    CHOOSE_ALGO(cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+                cudnnGetConvolutionBackwardDataAlgorithm_v7(handle, d->weights, d->output, d->conv,
+                                                            d->input, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+                                                            &returned, perf),
+                &d->data_algo, &d->data_bytes, "backward-data");
+}
+
+static dn_status choose_backward_filter(cudnnHandle_t handle, conv_dnn *d)
+{
+    CHOOSE_ALGO(cudnnConvolutionBwdFilterAlgoPerf_t, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+                cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle, d->input, d->output, d->conv,
+                                                              d->weights, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
+                                                              &returned, perf),
+                &d->filter_algo, &d->filter_bytes, "backward-filter");
+}
+
+// The layer's descriptors for its current shape (made or remade when the
+// batch or the input size changed), with the backward algorithms on request.
+static dn_status prepare(dn_layer *l, cudnnHandle_t handle, int backward, conv_dnn **out)
+{
+    conv_dnn *d = (conv_dnn *)l->gpu.dnn;
+    if (!d) {
+        d = (conv_dnn *)calloc(1, sizeof *d);
+        if (!d) return DN_FAIL(DN_ERR_OOM, "out of memory");
+        l->gpu.dnn = d;
+        DN_TRY(create_descriptors(d));
+    }
+    if (d->batch != l->batch || d->in_h != l->in_h || d->in_w != l->in_w) {
+        d->batch = 0;
+        d->has_backward_algos = 0;
+        DN_TRY(describe(l, d));
+        DN_TRY(choose_forward(handle, d));
+        d->batch = l->batch;
+        d->in_h = l->in_h;
+        d->in_w = l->in_w;
+    }
+    if (backward && !d->has_backward_algos) {
+        DN_TRY(choose_backward_data(handle, d));
+        DN_TRY(choose_backward_filter(handle, d));
+        d->has_backward_algos = 1;
+    }
+    *out = d;
+    return DN_OK;
+}
+
+static dn_status begin(dn_layer *l, dn_gpu *gpu, int backward, cudnnHandle_t *handle, conv_dnn **d)
+{
+    DN_TRY(handle_of(gpu, handle));
+    return prepare(l, *handle, backward, d);
+}
+
+static dn_status forward(dn_layer *l, const dn_ctx *ctx)
+{
+    dn_gpu *gpu = ctx->gpu->gpu;
+    cudnnHandle_t handle;
+    conv_dnn *d;
+    void *workspace;
+    DN_TRY(begin(l, gpu, 0, &handle, &d));
+    DN_TRY(workspace_of(gpu, d->forward_bytes, &workspace));
+    const float one = 1.f, zero = 0.f;
+    DNN_TRY(cudnnConvolutionForward(handle, &one, d->input, ctx->gpu->input, d->weights, l->gpu.weights,
+                                    d->conv, d->forward_algo, workspace, d->forward_bytes, &zero,
+                                    d->output, l->gpu.output));
+    return DN_OK;
+}
+
+// Gradients accumulate (beta = 1) into the weight gradients and into the
+// input's delta, as the im2col path and darknet's cuDNN path do.
+static dn_status backward(dn_layer *l, const dn_ctx *ctx)
+{
+    dn_gpu *gpu = ctx->gpu->gpu;
+    cudnnHandle_t handle;
+    conv_dnn *d;
+    void *workspace;
+    DN_TRY(begin(l, gpu, 1, &handle, &d));
+    size_t bytes = d->filter_bytes > d->data_bytes ? d->filter_bytes : d->data_bytes;
+    DN_TRY(workspace_of(gpu, bytes, &workspace));
+    const float one = 1.f;
+    DNN_TRY(cudnnConvolutionBackwardFilter(handle, &one, d->input, ctx->gpu->input, d->output,
+                                           l->gpu.delta, d->conv, d->filter_algo, workspace,
+                                           d->filter_bytes, &one, d->weights, l->gpu.weight_grads));
+    if (ctx->gpu->input_delta)
+        DNN_TRY(cudnnConvolutionBackwardData(handle, &one, d->weights, l->gpu.weights, d->output,
+                                             l->gpu.delta, d->conv, d->data_algo, workspace,
+                                             d->data_bytes, &one, d->input, ctx->gpu->input_delta));
+    return DN_OK;
+}
+
+int dn_conv_cudnn_forward(dn_layer *l, const dn_ctx *ctx)
+{
+    dn_gpu_record(ctx->gpu->gpu, forward(l, ctx));
+    return 1;
+}
+
+int dn_conv_cudnn_backward(dn_layer *l, const dn_ctx *ctx)
+{
+    dn_gpu_record(ctx->gpu->gpu, backward(l, ctx));
+    return 1;
+}
+
+void dn_conv_cudnn_free(dn_layer *l)
+{
+    conv_dnn *d = (conv_dnn *)l->gpu.dnn;
+    if (!d) return;
+    destroy_descriptors(d);
+    free(d);
+    l->gpu.dnn = NULL;
+}
+
+void dn_cudnn_release(dn_gpu *gpu)
+{
+    if (gpu->dnn_workspace) cudaFree(gpu->dnn_workspace);
+    gpu->dnn_workspace = NULL;
+    gpu->dnn_workspace_bytes = 0;
+    if (gpu->dnn) cudnnDestroy((cudnnHandle_t)gpu->dnn);
+    gpu->dnn = NULL;
+}
+
+#endif
