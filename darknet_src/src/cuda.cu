@@ -16,7 +16,9 @@ extern "C" {
 #include "image.h"
 #include "layers/detection_layers.h"
 }
+#include "layers/batchnorm_gpu.cuh"
 #include "layers/conv_cudnn.cuh"
+#include "layers/convolutional_gpu.cuh"
 
 
 // ---- errors -------------------------------------------------------------------------
@@ -130,6 +132,23 @@ void dn_gemm_gpu(dn_gpu *gpu, int ta, int tb, int M, int N, int K, float alpha, 
     if (s != CUBLAS_STATUS_SUCCESS) dn_gpu_record(gpu, dn_cublas_fail(s, "cublasSgemm", __FILE__, __LINE__));
 }
 
+void dn_gemm_strided_gpu(dn_gpu *gpu, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                         int lda, long long stride_a, const float *B, int ldb, long long stride_b, float beta,
+                         float *C, int ldc, long long stride_c, int count)
+{
+    if (M <= 0 || N <= 0 || count <= 0) return;
+    if (count == 1) {
+        dn_gemm_gpu(gpu, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    // the same row-major -> column-major swap as dn_gemm_gpu, per batch entry
+    cublasStatus_t s = cublasSgemmStridedBatched(gpu->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                                 ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha, B, ldb,
+                                                 stride_b, A, lda, stride_a, &beta, C, ldc, stride_c, count);
+    if (s != CUBLAS_STATUS_SUCCESS)
+        dn_gpu_record(gpu, dn_cublas_fail(s, "cublasSgemmStridedBatched", __FILE__, __LINE__));
+}
+
 // ---- device buffers of a network -------------------------------------------------------------
 
 static dn_status device_alloc(size_t n, float **out, const char *what, int device)
@@ -174,6 +193,7 @@ static void free_layer_buffers(dn_layer *l)
     device_free(&l->gpu.bn_variance_delta);
     device_free(&l->gpu.mask);
     device_free(&l->gpu.factors);
+    device_free(&l->gpu.bn_partials);
     if (l->gpu.indexes) cudaFree(l->gpu.indexes);
     l->gpu.indexes = NULL;
     dn_conv_cudnn_free(l);
@@ -194,6 +214,8 @@ static dn_status alloc_layer_buffers(dn_network *net, dn_layer *l)
             DN_TRY(device_alloc_zero((size_t)l->n_biases, &l->gpu.bn_variance, "BN variance", dev));
             DN_TRY(device_alloc_zero((size_t)l->n_biases, &l->gpu.bn_mean_delta, "BN mean delta", dev));
             DN_TRY(device_alloc_zero((size_t)l->n_biases, &l->gpu.bn_variance_delta, "BN variance delta", dev));
+            DN_TRY(device_alloc_zero(dn_batchnorm_partials_floats(l->n_biases), &l->gpu.bn_partials,
+                                     "BN partial sums", dev));
         }
     }
     if (l->type == DN_LAYER_MAXPOOL && net->train) {
@@ -240,6 +262,28 @@ static void free_activation_buffers(dn_network *net)
     device_free(&net->workspace_gpu);
 }
 
+// The device scratch: the host's (one image's im2col columns at least), or,
+// for the im2col path, the columns of as many images as fit in
+// GPU_COLUMNS_BUDGET floats, so that convolutional_layer.cu runs one batched
+// GEMM per chunk of images instead of one small GEMM per image.
+#define GPU_COLUMNS_BUDGET ((size_t)64 << 20)  // 256 MiB
+
+static size_t gpu_workspace_floats(const dn_network *net)
+{
+    size_t floats = net->workspace_size;
+    if (dn_built_with_cudnn()) return floats;  // convolutions take cuDNN's own scratch
+    for (int i = 0; i < net->n_layers; i++) {
+        const dn_layer *l = &net->layers[i];
+        if (l->type != DN_LAYER_CONVOLUTIONAL) continue;
+        size_t columns = dn_conv_gpu_columns_per_image(l);
+        if (!columns) continue;
+        size_t images = GPU_COLUMNS_BUDGET / columns;
+        if (images > (size_t)l->batch) images = (size_t)l->batch;
+        if (images * columns > floats) floats = images * columns;
+    }
+    return floats;
+}
+
 extern "C" dn_status dn_cuda_network_realloc(dn_network *net)
 {
     DN_TRY(use_device(net->gpu));
@@ -250,7 +294,8 @@ extern "C" dn_status dn_cuda_network_realloc(dn_network *net)
     DN_TRY(device_alloc_zero(inputs, &net->input_gpu, "network input", net->gpu_index));
     if (net->input_delta)
         DN_TRY(device_alloc_zero(inputs, &net->input_delta_gpu, "input delta", net->gpu_index));
-    DN_TRY(device_alloc_zero(net->workspace_size, &net->workspace_gpu, "workspace", net->gpu_index));
+    net->workspace_gpu_floats = gpu_workspace_floats(net);
+    DN_TRY(device_alloc_zero(net->workspace_gpu_floats, &net->workspace_gpu, "workspace", net->gpu_index));
     return DN_OK;
 }
 
@@ -369,7 +414,7 @@ extern "C" dn_status dn_cuda_zero_grads(dn_network *net)
 static dn_status run_forward(dn_network *net, int train, const float *truth)
 {
     dn_gpu *gpu = net->gpu;
-    dn_gpu_ctx gctx = {gpu, net->input_gpu, NULL, net->workspace_gpu};
+    dn_gpu_ctx gctx = {gpu, net->input_gpu, NULL, net->workspace_gpu, net->workspace_gpu_floats};
     dn_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
     ctx.train = train;
@@ -430,7 +475,7 @@ extern "C" dn_status dn_cuda_backward(dn_network *net)
 {
     dn_gpu *gpu = net->gpu;
     DN_TRY(use_device(gpu));
-    dn_gpu_ctx gctx = {gpu, NULL, NULL, net->workspace_gpu};
+    dn_gpu_ctx gctx = {gpu, NULL, NULL, net->workspace_gpu, net->workspace_gpu_floats};
     dn_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
     ctx.train = 1;

@@ -23,6 +23,7 @@ struct dn_gpu_ctx {
     const float *input;          /* device: this layer's input */
     float *input_delta;          /* device: the input's delta, or NULL */
     float *workspace;            /* device scratch */
+    size_t workspace_floats;     /* its size */
 };
 
 struct dn_network;

@@ -7,6 +7,8 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include "cuda_device.cuh"
+
 extern "C" {
 #include "cuda.h"
 #include "error.h"
@@ -63,27 +65,14 @@ static inline unsigned int dn_blocks(size_t n, int threads = 256)
     return blocks ? (unsigned int)blocks : 1u;
 }
 
-// The sum of `value` over a block of 256 threads, returned to every thread.
-static __device__ __forceinline__ float dn_block_sum(float value)
-{
-    __shared__ float partial[256];
-    partial[threadIdx.x] = value;
-    __syncthreads();
-    for (int half = blockDim.x / 2; half > 0; half /= 2) {
-        if (threadIdx.x < half) partial[threadIdx.x] += partial[threadIdx.x + half];
-        __syncthreads();
-    }
-    float total = partial[0];
-    __syncthreads();
-    return total;
-}
-
-#define GRID_STRIDE(i, n) \
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < (n); i += (size_t)blockDim.x * gridDim.x)
-
 // C = alpha * op(A) * op(B) + beta * C, row-major (darknet's gemm_gpu).
 void dn_gemm_gpu(dn_gpu *gpu, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                  int lda, const float *B, int ldb, float beta, float *C, int ldc);
+// `count` such GEMMs, the i-th on A + i * stride_a, B + i * stride_b, C + i * stride_c
+// (a stride of 0 shares that matrix); one cuBLAS strided-batched call
+void dn_gemm_strided_gpu(dn_gpu *gpu, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                         int lda, long long stride_a, const float *B, int ldb, long long stride_b, float beta,
+                         float *C, int ldc, long long stride_c, int count);
 
 // ---- element-wise helpers (blas_kernels.cu) ----------------------------------------
 void dn_fill_gpu(dn_gpu *gpu, float *x, size_t n, float value);

@@ -180,6 +180,7 @@ struct dn_layer {
         int *indexes;             /* maxpool argmax */
         float *mask;              /* dropout */
         float *factors;           /* folded batch-norm scale | shift (inference) */
+        float *bn_partials;       /* batch-norm per-block partial sums (training) */
         void *dnn;                /* cuDNN descriptors of a convolution (conv_cudnn.cu) */
     } gpu;
 

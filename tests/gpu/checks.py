@@ -11,6 +11,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -320,9 +321,59 @@ def one_rank_allreduce(folder: Path) -> Check:
                  err < TOLERANCE and synced, "reduced every step" if synced else "no reduction ran")
 
 
+def kernel_profile(step: Callable[[], object], path: Path, top: int = 30) -> str:
+    """The GPU kernels and copies of one call of `step`, by total time.
+
+    torch.profiler's CUPTI tracing records every kernel launched in the
+    process, the engine's as well as PyTorch's, so the same table serves
+    both sides.  Writes the table to `path`; returns a one-line summary."""
+    import torch
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        step()
+        torch.cuda.synchronize()
+        wall_ms = (time.perf_counter() - start) * 1000
+    totals: dict[str, list[float]] = {}
+    for event in prof.events():
+        if event.device_type != DeviceType.CUDA:
+            continue
+        entry = totals.setdefault(event.name, [0, 0.0])
+        entry[0] += 1
+        entry[1] += event.time_range.elapsed_us() / 1000
+    busy_ms = sum(ms for _, ms in totals.values())
+    rows = sorted(totals.items(), key=lambda kv: -kv[1][1])
+    lines = [f"wall {wall_ms:.1f} ms (profiled), kernels and copies {busy_ms:.1f} ms", "",
+             f"{'ms':>9s} {'share':>6s} {'calls':>6s}  kernel or copy"]
+    lines += [f"{ms:9.2f} {ms / max(busy_ms, 1e-9):6.1%} {calls:6d}  {name[:110]}"
+              for name, (calls, ms) in rows[:top]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return f"kernels and copies {busy_ms:.0f} ms in {wall_ms:.0f} ms; top: " + ", ".join(
+        f"{name[:40]} {ms:.0f} ms" for name, (_, ms) in rows[:3])
+
+
+def _profile(step: Callable[[], object], side: str) -> None:
+    """A kernel table of one training step under $PYDARKNET_CHECK_PROFILE
+    (device_check.sh sets it); a failure of the profiler is printed, not fatal."""
+    folder = os.environ.get("PYDARKNET_CHECK_PROFILE")
+    if not folder or DEVICE == "cpu":
+        return
+    try:
+        print(f"  profile {side}: " + kernel_profile(step, Path(folder) / f"train-{side}.txt"), flush=True)
+    except Exception as exc:  # noqa: BLE001 - diagnostics only
+        print(f"  profile {side} failed: {type(exc).__name__}: {exc}"[:300], flush=True)
+
+
 def timings(folder: Path, steps: int = 2) -> list[Check]:
     """yolov2 at 416: training images/s (batch 64) and inference latency,
-    pydarknet and PyTorch (fp32, cuDNN) on the same GPU."""
+    pydarknet and PyTorch (fp32, cuDNN) on the same GPU.
+
+    Both training loops start each step from the same host (numpy) batch:
+    the engine's step uploads it, and so does the PyTorch loop."""
     import torch
 
     results: list[Check] = []
@@ -339,6 +390,7 @@ def timings(folder: Path, steps: int = 2) -> list[Check]:
         for _ in range(steps):
             trainer.step(x, truth)
         ours_train = steps * n / (time.perf_counter() - start)
+        _profile(lambda: trainer.step(x, truth), "pydarknet")
     infer_cfg = cfg_copy("yolov2.cfg", folder, width=416, height=416, batch=1, subdivisions=1)
     with Network(infer_cfg, device=DEVICE) as net:
         x1 = rng.random(net.input_shape, dtype=np.float32)
@@ -366,18 +418,22 @@ def timings(folder: Path, steps: int = 2) -> list[Check]:
         torch_ms = (time.perf_counter() - start) / 20 * 1000
     model.train()
     optim = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=.9)
-    xb = torch.from_numpy(x).cuda()
+
+    def torch_step() -> None:
+        optim.zero_grad()
+        out = model(torch.from_numpy(x).cuda())
+        loss = (out if isinstance(out, torch.Tensor) else out[0]).square().mean()
+        loss.backward()
+        optim.step()
+
     for step in range(steps + 1):
         if step == 1:
             torch.cuda.synchronize()
             start = time.perf_counter()
-        optim.zero_grad()
-        out = model(xb)
-        loss = (out if isinstance(out, torch.Tensor) else out[0]).square().mean()
-        loss.backward()
-        optim.step()
+        torch_step()
     torch.cuda.synchronize()
     torch_train = steps * n / (time.perf_counter() - start)
+    _profile(torch_step, "pytorch")
     results.append(Check(f"train yolov2 416 b64: {ours_train:.1f} img/s vs torch {torch_train:.1f}",
                          torch_train / ours_train, True, f"ratio {ours_train / torch_train:.2f}"))
     results.append(Check(f"infer yolov2 416 b1: {ours_ms:.2f} ms vs torch {torch_ms:.2f}",

@@ -6,7 +6,8 @@
 # libpydarknet.so with CUDA inside), runs forward parity (yolov2-tiny,
 # yolov2, yolov3-tiny), backward parity for every layer type and a training
 # step, the 2-replicas-on-one-GPU equivalence, and yolov2 timings beside
-# PyTorch; prints a short table last and writes details to OUT_DIR.
+# PyTorch (with a kernel-time table of one training step on each side);
+# prints a short table last and writes details to OUT_DIR.
 set -uo pipefail
 OUT=${1:-${OUT:-/tmp/pydarknet-gpu}}
 mkdir -p "$OUT"
@@ -34,7 +35,8 @@ if ! $PY -c "from pydarknet._ffi import lib; assert lib.dn_built_with_cuda()" 2>
 fi
 # one pass of the checks against the engine now in pydarknet/: PASS LABEL
 run_checks() {
-$PY - "$OUT" "$1" <<'PYEOF' 2>&1 | tee "$OUT/checks-$1.log"
+# (kernel tables of one training step on each side: $OUT/profile-LABEL/)
+PYDARKNET_CHECK_PROFILE="$OUT/profile-$1" $PY - "$OUT" "$1" <<'PYEOF' 2>&1 | tee "$OUT/checks-$1.log"
 import json, sys, time
 from pathlib import Path
 from pydarknet._ffi import ffi, lib

@@ -1,79 +1,154 @@
 // [convolutional] on the GPU (convolutional_layer.c's twin): im2col + cuBLAS,
 // or cuDNN in a PYDARKNET_CUDNN=1 build (conv_cudnn.cu).
+//
+// The im2col path works on chunks of images: the columns of as many images
+// as the device scratch holds (cuda.cu sizes it), then one strided-batched
+// GEMM per chunk and group.  One GEMM per image, as darknet does, leaves most
+// of a large GPU idle on the small late layers (13 x 13 outputs: a handful of
+// GEMM tiles per image).
 #include "../cuda_common.cuh"
 #include "batchnorm_gpu.cuh"
 #include "conv_cudnn.cuh"
+#include "convolutional_gpu.cuh"
 
-static int input_is_columns(const dn_layer *l)
+// The GEMM view of one image and group: weights [filters x kernel_len] times
+// columns [kernel_len x spatial] gives the output [filters x spatial].
+typedef struct {
+    int groups;
+    int filters;          // per group
+    int kernel_len;       // size * size * in_c / groups
+    int spatial;          // out_h * out_w
+    size_t in_group;      // input floats of one image and group
+    size_t columns;       // kernel_len * spatial
+    int input_is_columns; // 1x1, stride 1, no padding: the input is its own columns
+} conv_gemm;
+
+static conv_gemm gemm_of(const dn_layer *l)
 {
-    return l->u.conv.size == 1 && l->u.conv.stride == 1 && l->u.conv.pad == 0;
+    conv_gemm c;
+    c.groups = l->u.conv.groups;
+    c.filters = l->u.conv.filters / c.groups;
+    c.kernel_len = l->u.conv.size * l->u.conv.size * l->in_c / c.groups;
+    c.spatial = l->out_w * l->out_h;
+    c.in_group = (size_t)(l->in_c / c.groups) * l->in_h * l->in_w;
+    c.columns = (size_t)c.kernel_len * c.spatial;
+    c.input_is_columns = l->u.conv.size == 1 && l->u.conv.stride == 1 && l->u.conv.pad == 0;
+    return c;
+}
+
+size_t dn_conv_gpu_columns_per_image(const dn_layer *l)
+{
+    conv_gemm c = gemm_of(l);
+    return c.input_is_columns ? 0 : c.columns;
+}
+
+// images per chunk: all of them when the input is its own columns, else as
+// many as the scratch holds (at least one: it always holds one image's)
+static int chunk_images(const dn_layer *l, const dn_ctx *ctx, const conv_gemm *c)
+{
+    if (c->input_is_columns) return l->batch;
+    size_t fit = ctx->gpu->workspace_floats / c->columns;
+    if (fit < 1) fit = 1;
+    return fit < (size_t)l->batch ? (int)fit : l->batch;
+}
+
+// The columns of images [first, first + count) for group g: the input itself
+// (1x1), or im2col of each image into the scratch.  *stride: floats from one
+// image's columns to the next.
+static const float *columns_of(const dn_layer *l, const dn_ctx *ctx, const conv_gemm *c, int first,
+                               int count, int g, long long *stride)
+{
+    const float *input = ctx->gpu->input + ((size_t)first * c->groups + g) * c->in_group;
+    if (c->input_is_columns) {
+        *stride = (long long)c->groups * c->in_group;
+        return input;
+    }
+    for (int i = 0; i < count; i++)
+        dn_im2col_gpu(ctx->gpu->gpu, input + (size_t)i * c->groups * c->in_group, l->in_c / c->groups, l->in_h,
+                      l->in_w, l->u.conv.size, l->u.conv.stride, l->u.conv.pad,
+                      ctx->gpu->workspace + (size_t)i * c->columns);
+    *stride = (long long)c->columns;
+    return ctx->gpu->workspace;
+}
+
+static void im2col_forward(dn_layer *l, const dn_ctx *ctx)
+{
+    conv_gemm c = gemm_of(l);
+    int chunk = chunk_images(l, ctx, &c);
+    long long out_stride = (long long)c.groups * c.filters * c.spatial;  // one image's output
+    for (int first = 0; first < l->batch; first += chunk) {
+        int count = l->batch - first < chunk ? l->batch - first : chunk;
+        for (int g = 0; g < c.groups; g++) {
+            long long columns_stride;
+            const float *columns = columns_of(l, ctx, &c, first, count, g, &columns_stride);
+            const float *weights = l->gpu.weights + (size_t)g * l->n_weights / c.groups;
+            float *out = l->gpu.output + ((size_t)first * c.groups + g) * c.filters * c.spatial;
+            dn_gemm_strided_gpu(ctx->gpu->gpu, 0, 0, c.filters, c.spatial, c.kernel_len, 1.f, weights,
+                                c.kernel_len, 0, columns, c.spatial, columns_stride, 0.f, out, c.spatial,
+                                out_stride, count);
+        }
+    }
 }
 
 void dn_conv_forward_gpu(dn_layer *l, const dn_ctx *ctx)
 {
     dn_gpu *gpu = ctx->gpu->gpu;
-    int groups = l->u.conv.groups;
-    int m = l->u.conv.filters / groups;
-    int k = l->u.conv.size * l->u.conv.size * l->in_c / groups;
-    int n = l->out_w * l->out_h;
-    size_t in_group = (size_t)(l->in_c / groups) * l->in_h * l->in_w;
-    int done = dn_conv_cudnn_forward(l, ctx);
-    for (int b = 0; b < l->batch && !done; b++)
-        for (int g = 0; g < groups; g++) {
-            const float *weights = l->gpu.weights + (size_t)g * l->n_weights / groups;
-            const float *im = ctx->gpu->input + ((size_t)b * groups + g) * in_group;
-            float *out = l->gpu.output + ((size_t)b * groups + g) * n * m;
-            const float *columns = im;
-            if (!input_is_columns(l)) {
-                dn_im2col_gpu(gpu, im, l->in_c / groups, l->in_h, l->in_w, l->u.conv.size,
-                              l->u.conv.stride, l->u.conv.pad, ctx->gpu->workspace);
-                columns = ctx->gpu->workspace;
-            }
-            dn_gemm_gpu(gpu, 0, 0, m, n, k, 1.f, weights, k, columns, n, 0.f, out, n);
-        }
+    int spatial = l->out_w * l->out_h;
+    if (!dn_conv_cudnn_forward(l, ctx)) im2col_forward(l, ctx);
     if (l->batch_normalize)
-        dn_batchnorm_forward_gpu(l, ctx, n);
+        dn_batchnorm_forward_gpu(l, ctx, spatial);
     else
-        dn_add_bias_gpu(gpu, l->gpu.output, l->gpu.biases, l->batch, l->u.conv.filters, n);
+        dn_add_bias_gpu(gpu, l->gpu.output, l->gpu.biases, l->batch, l->u.conv.filters, spatial);
     dn_activate_gpu(gpu, l->gpu.output, (size_t)l->batch * l->out_size, l->activation);
+}
+
+// Weight gradients: one accumulating GEMM per image (they all add into the
+// same gradients).  Input delta: one strided-batched GEMM per chunk, straight
+// into the input's delta for 1x1, else into the scratch and col2im from it.
+static void im2col_backward(dn_layer *l, const dn_ctx *ctx)
+{
+    dn_gpu *gpu = ctx->gpu->gpu;
+    conv_gemm c = gemm_of(l);
+    int chunk = chunk_images(l, ctx, &c);
+    long long delta_stride = (long long)c.groups * c.filters * c.spatial;
+    for (int first = 0; first < l->batch; first += chunk) {
+        int count = l->batch - first < chunk ? l->batch - first : chunk;
+        for (int g = 0; g < c.groups; g++) {
+            long long columns_stride;
+            const float *columns = columns_of(l, ctx, &c, first, count, g, &columns_stride);
+            const float *delta = l->gpu.delta + ((size_t)first * c.groups + g) * c.filters * c.spatial;
+            float *grads = l->gpu.weight_grads + (size_t)g * l->n_weights / c.groups;
+            for (int i = 0; i < count; i++)
+                dn_gemm_gpu(gpu, 0, 1, c.filters, c.kernel_len, c.spatial, 1.f, delta + i * delta_stride, c.spatial,
+                            columns + i * columns_stride, c.spatial, 1.f, grads, c.kernel_len);
+            if (!ctx->gpu->input_delta) continue;
+            const float *weights = l->gpu.weights + (size_t)g * l->n_weights / c.groups;
+            float *input_delta = ctx->gpu->input_delta + ((size_t)first * c.groups + g) * c.in_group;
+            long long input_stride = (long long)c.groups * c.in_group;
+            if (c.input_is_columns) {
+                dn_gemm_strided_gpu(gpu, 1, 0, c.kernel_len, c.spatial, c.filters, 1.f, weights, c.kernel_len, 0,
+                                    delta, c.spatial, delta_stride, 1.f, input_delta, c.spatial, input_stride, count);
+                continue;
+            }
+            // the scratch's columns were read by the gradient GEMMs above (same stream): now overwritten
+            dn_gemm_strided_gpu(gpu, 1, 0, c.kernel_len, c.spatial, c.filters, 1.f, weights, c.kernel_len, 0, delta,
+                                c.spatial, delta_stride, 0.f, ctx->gpu->workspace, c.spatial, (long long)c.columns,
+                                count);
+            for (int i = 0; i < count; i++)
+                dn_col2im_gpu(gpu, ctx->gpu->workspace + (size_t)i * c.columns, l->in_c / c.groups, l->in_h, l->in_w,
+                              l->u.conv.size, l->u.conv.stride, l->u.conv.pad, input_delta + i * input_stride);
+        }
+    }
 }
 
 void dn_conv_backward_gpu(dn_layer *l, const dn_ctx *ctx)
 {
     dn_gpu *gpu = ctx->gpu->gpu;
-    int groups = l->u.conv.groups;
-    int m = l->u.conv.filters / groups;
-    int n = l->u.conv.size * l->u.conv.size * l->in_c / groups;
-    int k = l->out_w * l->out_h;
-    size_t in_group = (size_t)(l->in_c / groups) * l->in_h * l->in_w;
+    int spatial = l->out_w * l->out_h;
     dn_gradient_gpu(gpu, l->gpu.output, (size_t)l->batch * l->out_size, l->activation, l->gpu.delta);
     if (l->batch_normalize)
-        dn_batchnorm_backward_gpu(l, ctx, k);
+        dn_batchnorm_backward_gpu(l, ctx, spatial);
     else
-        dn_backward_bias_gpu(gpu, l->gpu.bias_grads, l->gpu.delta, l->batch, l->u.conv.filters, k);
-    if (dn_conv_cudnn_backward(l, ctx)) return;
-    float *workspace = ctx->gpu->workspace;
-    for (int b = 0; b < l->batch; b++)
-        for (int g = 0; g < groups; g++) {
-            const float *delta = l->gpu.delta + ((size_t)b * groups + g) * m * k;
-            const float *im = ctx->gpu->input + ((size_t)b * groups + g) * in_group;
-            float *grads = l->gpu.weight_grads + (size_t)g * l->n_weights / groups;
-            const float *columns = im;
-            if (!input_is_columns(l)) {
-                dn_im2col_gpu(gpu, im, l->in_c / groups, l->in_h, l->in_w, l->u.conv.size,
-                              l->u.conv.stride, l->u.conv.pad, workspace);
-                columns = workspace;
-            }
-            dn_gemm_gpu(gpu, 0, 1, m, n, k, 1.f, delta, k, columns, k, 1.f, grads, n);
-            if (!ctx->gpu->input_delta) continue;
-            const float *weights = l->gpu.weights + (size_t)g * l->n_weights / groups;
-            float *input_delta = ctx->gpu->input_delta + ((size_t)b * groups + g) * in_group;
-            if (input_is_columns(l)) {
-                dn_gemm_gpu(gpu, 1, 0, n, k, m, 1.f, weights, n, delta, k, 1.f, input_delta, k);
-            } else {
-                dn_gemm_gpu(gpu, 1, 0, n, k, m, 1.f, weights, n, delta, k, 0.f, workspace, k);
-                dn_col2im_gpu(gpu, workspace, l->in_c / groups, l->in_h, l->in_w, l->u.conv.size,
-                              l->u.conv.stride, l->u.conv.pad, input_delta);
-            }
-        }
+        dn_backward_bias_gpu(gpu, l->gpu.bias_grads, l->gpu.delta, l->batch, l->u.conv.filters, spatial);
+    if (!dn_conv_cudnn_backward(l, ctx)) im2col_backward(l, ctx);
 }

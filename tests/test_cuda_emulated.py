@@ -1,0 +1,226 @@
+"""CUDA code run on the CPU: the batch-norm kernels and the convolution's
+chunked im2col + GEMM orchestration.
+
+darknet_src/src/layers/batchnorm_kernels.cuh is compiled by g++ with
+tests/cuda_emu/cuda_emu.hpp (CUDA's thread/block model on real threads, a
+barrier for __syncthreads) and launched as batchnorm.cu launches it; the
+results are compared with darknet's batch norm computed here in float64:
+training forward (batch mean, unbiased variance, darknet's sqrt(var) + 1e-6),
+rolling statistics, scale and bias gradients, the input delta (darknet's
+sqrt(var + 1e-5) and N, not N - 1) and inference with the rolling
+statistics.  Shapes cover one part per channel, several, the 64-part cap,
+a 1x1 "spatial" (connected layers) and more channels than grid rows.
+
+darknet_src/src/layers/convolutional_layer.cu (host code only) is compiled
+as C++ against tests/cuda_emu/fake_cuda (type names, nothing that runs) with
+CPU versions of the device helpers it calls (GEMM, strided-batched GEMM,
+im2col, col2im), and its forward and backward are compared with a direct
+convolution in numpy: chunks of images that divide the batch or not, one
+image per chunk, groups, 1x1 (the input is its own columns) and strided.
+
+The GPU itself is checked by tests/gpu (CPU vs GPU) on a machine with one."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import relative_error
+
+ROOT = Path(__file__).resolve().parent.parent
+EMU = ROOT / "tests" / "cuda_emu"
+TOLERANCE = 1e-5
+
+
+def _compile(source: Path, out: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["g++", "-std=c++20", "-O1", "-pthread", *flags, f"-I{EMU}",
+                           f"-I{ROOT / 'darknet_src' / 'src'}", str(source), "-o", str(out)],
+                          capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def drivers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++ to compile the kernels for the CPU")
+    folder = tmp_path_factory.mktemp("cuda_emu")
+    probe = folder / "probe.cpp"
+    probe.write_text("#include <barrier>\nint main() { std::barrier<> b(1); b.arrive_and_wait(); }\n")
+    if _compile(probe, folder / "probe").returncode != 0:
+        pytest.skip("needs g++ with C++20 <barrier>")
+    built = {}
+    for name, flags in (("default", ()), ("three_channel_rows", ("-DBN_MAX_CHANNEL_BLOCKS=3",))):
+        exe = folder / f"batchnorm_{name}"
+        result = _compile(EMU / "batchnorm_driver.cpp", exe, *flags)
+        assert result.returncode == 0, result.stderr[-3000:]
+        built[name] = exe
+    return built
+
+
+def darknet_batchnorm(x: np.ndarray, delta: np.ndarray, scales: np.ndarray,
+                      biases: np.ndarray) -> dict[str, np.ndarray]:
+    """darknet's batch norm in float64, rolling statistics starting at 0 and 1."""
+    x, delta = x.astype(np.float64), delta.astype(np.float64)
+    B, F, S = x.shape
+    count = B * S
+    per_channel = (slice(None), None)  # F -> 1 x F x 1
+    mean = x.mean(axis=(0, 2))
+    centered = x - mean[per_channel]
+    variance = (centered ** 2).sum(axis=(0, 2)) / (count - 1)
+    x_norm = centered / (np.sqrt(variance) + 1e-6)[per_channel]
+    scaled = delta * scales[per_channel]
+    mean_delta = scaled.sum(axis=(0, 2)) * -1 / np.sqrt(variance + 1e-5)
+    variance_delta = (scaled * centered).sum(axis=(0, 2)) * -.5 * (variance + 1e-5) ** -1.5
+    rolling_mean, rolling_variance = .01 * mean, .99 + .01 * variance
+    factor = scales / (np.sqrt(rolling_variance) + 1e-6)
+    return {
+        "y": x_norm * scales[per_channel] + biases[per_channel],
+        "dx": scaled / np.sqrt(variance + 1e-5)[per_channel]
+        + variance_delta[per_channel] * 2 * centered / count + mean_delta[per_channel] / count,
+        "rolling_mean": rolling_mean,
+        "rolling_variance": rolling_variance,
+        "bias_grads": delta.sum(axis=(0, 2)),
+        "scale_grads": (delta * x_norm).sum(axis=(0, 2)),
+        "y_inference": x * factor[per_channel] + (biases - rolling_mean * factor)[per_channel],
+    }
+
+
+@pytest.mark.parametrize("B,F,S,threads,build,parts", [
+    (4, 3, 169, 256, "default", 1),          # one part per channel (a 13x13 layer)
+    (3, 5, 700, 64, "default", 3),           # several parts, blocks smaller than the grid assumes
+    (1, 2, 17000, 32, "default", 64),        # the 64-part cap: parts cover more than one stride
+    (9, 6, 1, 32, "default", 1),             # connected + batch norm: spatial 1
+    (2, 7, 300, 32, "three_channel_rows", 2),  # 7 channels on 3 grid rows: the channel loop
+])
+def test_batchnorm_kernels_match_darknet(drivers: dict[str, Path], tmp_path: Path, B: int, F: int, S: int,
+                                         threads: int, build: str, parts: int) -> None:
+    rng = np.random.default_rng(B * 1000 + F * 10 + S)
+    x = (rng.standard_normal((B, F, S)) * 2 + 1).astype(np.float32)
+    delta = rng.standard_normal((B, F, S)).astype(np.float32)
+    scales = rng.uniform(.5, 1.5, F).astype(np.float32)
+    biases = rng.standard_normal(F).astype(np.float32)
+    for name, array in (("x", x), ("delta", delta), ("scales", scales), ("biases", biases)):
+        array.tofile(tmp_path / f"{name}.bin")
+    run = subprocess.run([str(drivers[build]), str(tmp_path), str(B), str(F), str(S), str(threads)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    used_parts, grid_x, grid_y = map(int, run.stdout.split())
+    assert used_parts == grid_x == parts
+    assert grid_y == (3 if build == "three_channel_rows" else F)
+    expected = darknet_batchnorm(x, delta, scales, biases)
+    for name, reference in expected.items():
+        got = np.fromfile(tmp_path / f"{name}.bin", np.float32).reshape(reference.shape)
+        assert relative_error(got, reference) < TOLERANCE, name
+
+
+def test_emulation_catches_a_wrong_partition(drivers: dict[str, Path], tmp_path: Path) -> None:
+    """The harness can fail: with the reductions' row stride broken (each
+    part walking the rest of the row instead of every parts-th stretch),
+    values are counted more than once and the outputs come out wrong."""
+    source = (ROOT / "darknet_src" / "src" / "layers" / "batchnorm_kernels.cuh").read_text()
+    stride = "s += parts * blockDim.x"
+    assert source.count(stride) == 3
+    broken_dir = tmp_path / "layers"
+    broken_dir.mkdir()
+    (broken_dir / "batchnorm_kernels.cuh").write_text(
+        source.replace('#include "../cuda_device.cuh"', f'#include "{ROOT}/darknet_src/src/cuda_device.cuh"')
+        .replace(stride, "s += blockDim.x"))
+    exe = tmp_path / "broken"
+    result = subprocess.run(["g++", "-std=c++20", "-O1", "-pthread", f"-I{tmp_path}", f"-I{EMU}",
+                             str(EMU / "batchnorm_driver.cpp"), "-o", str(exe)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    B, F, S = 2, 4, 700  # 3 parts per channel
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((B, F, S)) + 1).astype(np.float32)
+    delta = rng.standard_normal((B, F, S)).astype(np.float32)
+    scales, biases = np.ones(F, np.float32), np.zeros(F, np.float32)
+    for name, array in (("x", x), ("delta", delta), ("scales", scales), ("biases", biases)):
+        array.tofile(tmp_path / f"{name}.bin")
+    subprocess.run([str(exe), str(tmp_path), str(B), str(F), str(S), "32"], check=True, capture_output=True,
+                   timeout=120)
+    expected = darknet_batchnorm(x, delta, scales, biases)
+    for name in ("y", "bias_grads"):
+        got = np.fromfile(tmp_path / f"{name}.bin", np.float32).reshape(expected[name].shape)
+        assert relative_error(got, expected[name]) > 1e-2, name
+
+
+# ---- the convolution's orchestration -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def conv_driver(drivers: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    src = ROOT / "darknet_src" / "src"
+    exe = tmp_path_factory.mktemp("conv_emu") / "conv_driver"
+    result = subprocess.run(
+        ["g++", "-std=c++20", "-O1", "-pthread", f"-I{EMU / 'fake_cuda'}", f"-I{EMU}", f"-I{src}",
+         f"-I{ROOT / 'darknet_src' / 'include'}", "-include", "cuda_emu.hpp", str(EMU / "conv_driver.cpp"),
+         "-x", "c++", str(src / "layers" / "convolutional_layer.cu"), str(src / "layers" / "conv_cudnn.cu"),
+         "-o", str(exe)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return exe
+
+
+def direct_convolution(x: np.ndarray, w: np.ndarray, bias: np.ndarray, delta: np.ndarray, stride: int,
+                       pad: int, groups: int) -> dict[str, np.ndarray]:
+    """darknet's convolution (cross-correlation) and its gradients, in float64."""
+    x, w, delta = x.astype(np.float64), w.astype(np.float64), delta.astype(np.float64)
+    B, C, H, W = x.shape
+    F, per_group_c, k, _ = w.shape
+    per_group_f = F // groups
+    padded = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    out_h, out_w = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(2, 3))
+    windows = windows[:, :, ::stride, ::stride][:, :, :out_h, :out_w]  # B C oh ow k k
+    out = np.zeros((B, F, out_h, out_w))
+    weight_grads = np.zeros_like(w)
+    padded_delta = np.zeros_like(padded)
+    for g in range(groups):
+        cs, fs = slice(g * per_group_c, (g + 1) * per_group_c), slice(g * per_group_f, (g + 1) * per_group_f)
+        out[:, fs] = np.einsum("bchwij,fcij->bfhw", windows[:, cs], w[fs])
+        weight_grads[fs] = np.einsum("bchwij,bfhw->fcij", windows[:, cs], delta[:, fs])
+        for i in range(k):
+            for j in range(k):
+                padded_delta[:, cs, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride] += \
+                    np.einsum("bfhw,fc->bchw", delta[:, fs], w[fs][:, :, i, j])
+    return {"output": out + bias[None, :, None, None], "weight_grads": weight_grads,
+            "bias_grads": delta.sum(axis=(0, 2, 3)), "input_delta": padded_delta[:, :, pad:pad + H, pad:pad + W]}
+
+
+@pytest.mark.parametrize("B,C,H,F,size,stride,pad,groups,chunk", [
+    (5, 3, 7, 4, 3, 1, 1, 1, 2),    # chunks of 2, 2, 1
+    (5, 3, 7, 4, 3, 1, 1, 1, 1),    # one image per chunk (darknet's loop)
+    (5, 3, 7, 4, 3, 1, 1, 1, 5),    # the whole batch at once
+    (4, 6, 5, 5, 1, 1, 0, 1, 0),    # 1x1: the input is its own columns, no scratch
+    (3, 4, 6, 6, 3, 1, 1, 2, 2),    # groups, chunks of 2 and 1
+    (3, 4, 5, 4, 1, 1, 0, 2, 0),    # grouped 1x1
+    (3, 2, 8, 3, 3, 2, 1, 1, 2),    # stride 2
+    (2, 3, 6, 4, 1, 2, 0, 1, 2),    # 1x1 with stride 2: im2col after all
+])
+def test_convolution_chunks_match_direct_convolution(conv_driver: Path, tmp_path: Path, B: int, C: int, H: int,
+                                                     F: int, size: int, stride: int, pad: int, groups: int,
+                                                     chunk: int) -> None:
+    rng = np.random.default_rng(B + 10 * C + 100 * H + 1000 * F + size + groups)
+    out_h = (H + 2 * pad - size) // stride + 1
+    x = rng.standard_normal((B, C, H, H)).astype(np.float32)
+    w = rng.standard_normal((F, C // groups, size, size)).astype(np.float32)
+    bias = rng.standard_normal(F).astype(np.float32)
+    delta = rng.standard_normal((B, F, out_h, out_h)).astype(np.float32)
+    for name, array in (("input", x), ("weights", w), ("biases", bias), ("delta", delta)):
+        array.tofile(tmp_path / f"{name}.bin")
+    columns = size * size * (C // groups) * out_h * out_h
+    # scratch for `chunk` images' columns plus a little (never a whole extra image)
+    workspace = chunk * columns + columns // 2 if chunk else 1
+    run = subprocess.run([str(conv_driver), str(tmp_path), str(B), str(C), str(H), str(H), str(F), str(size),
+                          str(stride), str(pad), str(groups), str(workspace)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    forward_gemms, forward_batched, backward_gemms, backward_batched = map(int, run.stdout.split())
+    chunks = 1 if not chunk else -(-B // chunk)
+    # one batched GEMM per chunk and group each way; per-image GEMMs only for the weight gradients
+    assert (forward_gemms, forward_batched) == (0, chunks * groups)
+    assert (backward_gemms, backward_batched) == (B * groups, chunks * groups)
+    expected = direct_convolution(x, w, bias, delta, stride, pad, groups)
+    for name, reference in expected.items():
+        got = np.fromfile(tmp_path / f"{name}.bin", np.float32).reshape(reference.shape)
+        assert relative_error(got, reference) < TOLERANCE, name
