@@ -233,24 +233,13 @@ static void bind_parameter_views(dn_network *net)
     for (int i = 0; i < net->n_layers; i++) {
         dn_layer *l = &net->layers[i];
         if (!l->n_params) continue;
-        size_t at = l->param_offset;
-        size_t scales_at = at + (size_t)l->n_biases;
-        size_t weights_at = scales_at + (l->batch_normalize ? (size_t)l->n_biases : 0);
-        l->gpu.biases = net->params_gpu + at;
-        l->gpu.scales = l->batch_normalize ? net->params_gpu + scales_at : NULL;
-        l->gpu.weights = net->params_gpu + weights_at;
+        dn_layer_param_views(l, net->params_gpu, &l->gpu.biases, &l->gpu.scales, &l->gpu.weights);
         if (net->grads_gpu) {
-            l->gpu.bias_grads = net->grads_gpu + at;
-            l->gpu.scale_grads = l->batch_normalize ? net->grads_gpu + scales_at : NULL;
-            l->gpu.weight_grads = net->grads_gpu + weights_at;
-            l->gpu.bias_velocity = net->velocity_gpu + at;
-            l->gpu.scale_velocity = l->batch_normalize ? net->velocity_gpu + scales_at : NULL;
-            l->gpu.weight_velocity = net->velocity_gpu + weights_at;
+            dn_layer_param_views(l, net->grads_gpu, &l->gpu.bias_grads, &l->gpu.scale_grads, &l->gpu.weight_grads);
+            dn_layer_param_views(l, net->velocity_gpu, &l->gpu.bias_velocity, &l->gpu.scale_velocity,
+                                 &l->gpu.weight_velocity);
         }
-        if (l->batch_normalize) {
-            l->gpu.rolling_mean = net->stats_gpu + l->stats_offset;
-            l->gpu.rolling_variance = net->stats_gpu + l->stats_offset + l->n_biases;
-        }
+        dn_layer_stats_views(l, net->stats_gpu, &l->gpu.rolling_mean, &l->gpu.rolling_variance);
     }
 }
 
@@ -415,16 +404,8 @@ static dn_status run_forward(dn_network *net, int train, const float *truth)
 {
     dn_gpu *gpu = net->gpu;
     dn_gpu_ctx gctx = {gpu, net->input_gpu, NULL, net->workspace_gpu, net->workspace_gpu_floats};
-    dn_ctx ctx;
-    memset(&ctx, 0, sizeof ctx);
-    ctx.train = train;
-    ctx.pool = net->pool;
+    dn_ctx ctx = dn_network_ctx(net, train);
     ctx.truth = truth;
-    ctx.truth_stride = net->truth_size;
-    ctx.seen = net->seen;
-    ctx.net_w = net->w;
-    ctx.net_h = net->h;
-    ctx.rng = &net->rng;
     ctx.gpu = &gctx;
     gpu->error = DN_OK;
     for (int i = 0; i < net->n_layers && gpu->error == DN_OK; i++) {
@@ -476,15 +457,7 @@ extern "C" dn_status dn_cuda_backward(dn_network *net)
     dn_gpu *gpu = net->gpu;
     DN_TRY(use_device(gpu));
     dn_gpu_ctx gctx = {gpu, NULL, NULL, net->workspace_gpu, net->workspace_gpu_floats};
-    dn_ctx ctx;
-    memset(&ctx, 0, sizeof ctx);
-    ctx.train = 1;
-    ctx.pool = net->pool;
-    ctx.seen = net->seen;
-    ctx.net_w = net->w;
-    ctx.net_h = net->h;
-    ctx.rng = &net->rng;
-    ctx.truth_stride = net->truth_size;
+    dn_ctx ctx = dn_network_ctx(net, 1);
     ctx.gpu = &gctx;
     gpu->error = DN_OK;
     if (net->input_delta_gpu)

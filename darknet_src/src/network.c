@@ -212,29 +212,46 @@ static dn_status collect_unused_options(dn_network *net, const dn_cfg *cfg, char
 
 /* ---- parameter buffers ------------------------------------------------------------ */
 
+dn_ctx dn_network_ctx(dn_network *net, int train)
+{
+    dn_ctx ctx = {0};
+    ctx.train = train;
+    ctx.workspace = net->workspace;
+    ctx.pool = net->pool;
+    ctx.truth_stride = net->truth_size;
+    ctx.seen = net->seen;
+    ctx.net_w = net->w;
+    ctx.net_h = net->h;
+    ctx.rng = &net->rng;
+    ctx.params_version = net->params_version;
+    return ctx;
+}
+
+void dn_layer_param_views(const dn_layer *l, float *buffer, float **biases, float **scales, float **weights)
+{
+    size_t scales_at = l->param_offset + (size_t)l->n_biases;
+    *biases = buffer + l->param_offset;
+    *scales = l->batch_normalize ? buffer + scales_at : NULL;
+    *weights = buffer + scales_at + (l->batch_normalize ? (size_t)l->n_biases : 0);
+}
+
+void dn_layer_stats_views(const dn_layer *l, float *stats, float **rolling_mean, float **rolling_variance)
+{
+    *rolling_mean = l->batch_normalize ? stats + l->stats_offset : NULL;
+    *rolling_variance = l->batch_normalize ? stats + l->stats_offset + l->n_biases : NULL;
+}
+
 static void bind_views(dn_network *net)
 {
     for (int i = 0; i < net->n_layers; i++) {
         dn_layer *l = &net->layers[i];
         if (!l->n_params) continue;
-        size_t at = l->param_offset;
-        size_t scales_at = at + (size_t)l->n_biases;
-        size_t weights_at = scales_at + (l->batch_normalize ? (size_t)l->n_biases : 0);
-        l->biases = net->params + at;
-        l->scales = l->batch_normalize ? net->params + scales_at : NULL;
-        l->weights = net->params + weights_at;
+        dn_layer_param_views(l, net->params, &l->biases, &l->scales, &l->weights);
         if (net->grads) {
-            l->bias_grads = net->grads + at;
-            l->scale_grads = l->batch_normalize ? net->grads + scales_at : NULL;
-            l->weight_grads = net->grads + weights_at;
-            l->bias_velocity = net->velocity + at;
-            l->scale_velocity = l->batch_normalize ? net->velocity + scales_at : NULL;
-            l->weight_velocity = net->velocity + weights_at;
+            dn_layer_param_views(l, net->grads, &l->bias_grads, &l->scale_grads, &l->weight_grads);
+            dn_layer_param_views(l, net->velocity, &l->bias_velocity, &l->scale_velocity, &l->weight_velocity);
         }
-        if (l->batch_normalize) {
-            l->rolling_mean = net->stats + l->stats_offset;
-            l->rolling_variance = net->stats + l->stats_offset + l->n_biases;
-        }
+        dn_layer_stats_views(l, net->stats, &l->rolling_mean, &l->rolling_variance);
     }
 }
 
@@ -529,18 +546,9 @@ dn_status dn_network_forward(dn_network *net, const float *input, int train, con
         }
         return dn_cuda_forward(net, input, train, truth);
     }
-    dn_ctx ctx = {0};
+    dn_ctx ctx = dn_network_ctx(net, train);
     ctx.input = input;
-    ctx.train = train;
-    ctx.workspace = net->workspace;
-    ctx.pool = net->pool;
     ctx.truth = truth;
-    ctx.truth_stride = net->truth_size;
-    ctx.seen = net->seen;
-    ctx.net_w = net->w;
-    ctx.net_h = net->h;
-    ctx.rng = &net->rng;
-    ctx.params_version = net->params_version;
     for (int i = 0; i < net->n_layers; i++) {
         dn_layer *l = &net->layers[i];
         struct timespec start, end;

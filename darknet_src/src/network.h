@@ -96,6 +96,18 @@ struct dn_network {
 /* The host parameters may have changed (written, loaded, updated, averaged). */
 void dn_network_params_changed(dn_network *net);
 
+/* What every layer's forward/backward sees of the network (train flag,
+ * scratch, pool, truth stride, seen, input size, rng, parameters version);
+ * the caller adds the input, truth and deltas. */
+dn_ctx dn_network_ctx(dn_network *net, int train);
+
+/* Views of layer l's parameters in `buffer`, a buffer with the network's
+ * parameter layout (params, grads or velocity, on the host or the device):
+ * biases | BN scales (NULL without batch norm) | weights. */
+void dn_layer_param_views(const dn_layer *l, float *buffer, float **biases, float **scales, float **weights);
+/* Views of layer l's rolling mean and variance in a stats-layout buffer. */
+void dn_layer_stats_views(const dn_layer *l, float *stats, float **rolling_mean, float **rolling_variance);
+
 /* darknet's random initialisation, done lazily: a network whose weights are
  * then loaded in full never pays for it. */
 void dn_network_ensure_params(dn_network *net);

@@ -98,15 +98,7 @@ static dn_status non_finite_error(const dn_network *net, const char *what, float
 
 static void network_backward(dn_network *net, const float *input)
 {
-    dn_ctx ctx = {0};
-    ctx.train = 1;
-    ctx.workspace = net->workspace;
-    ctx.pool = net->pool;
-    ctx.seen = net->seen;
-    ctx.net_w = net->w;
-    ctx.net_h = net->h;
-    ctx.rng = &net->rng;
-    ctx.truth_stride = net->truth_size;
+    dn_ctx ctx = dn_network_ctx(net, 1);
     /* layers ADD into their input's delta: the input's, like every layer's
      * (zeroed by the training forward), must start from zero on each pass,
      * or it would sum the gradients of all the passes so far */

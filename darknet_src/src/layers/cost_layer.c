@@ -7,6 +7,7 @@
 #include "../blas.h"
 #include "../error.h"
 #include "../layer.h"
+#include "detection_layers.h"
 
 static dn_status cost_parse(dn_layer *l, const dn_build *b)
 {
@@ -41,19 +42,23 @@ static dn_status cost_resize(dn_layer *l, int in_w, int in_h)
     return DN_OK;
 }
 
-static void cost_forward(dn_layer *l, const dn_ctx *ctx)
+void dn_sse_loss(dn_layer *l, const dn_ctx *ctx, const float *input)
 {
-    if (!ctx->train || !ctx->truth) return;
     float cost = 0;
     for (int b = 0; b < l->batch; b++)
         for (int k = 0; k < l->in_size; k++) {
             size_t i = (size_t)b * l->in_size + k;
-            float diff = ctx->truth[(size_t)b * ctx->truth_stride + k] - ctx->input[i];
+            float diff = ctx->truth[(size_t)b * ctx->truth_stride + k] - input[i];
             l->output[i] = diff * diff;
             l->delta[i] = diff;
             cost += l->output[i];
         }
     l->cost = cost;
+}
+
+static void cost_forward(dn_layer *l, const dn_ctx *ctx)
+{
+    if (ctx->train && ctx->truth) dn_sse_loss(l, ctx, ctx->input);
 }
 
 static void cost_backward(dn_layer *l, const dn_ctx *ctx)

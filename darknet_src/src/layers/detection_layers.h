@@ -1,4 +1,5 @@
-/* Candidate boxes from the detection layers, for get_network_boxes. */
+/* Candidate boxes from the detection layers, for get_network_boxes, and the
+ * host-side training losses that the CUDA twins share with the CPU layers. */
 #ifndef DN_DETECTION_LAYERS_H
 #define DN_DETECTION_LAYERS_H
 
@@ -25,6 +26,10 @@ dn_status dn_read_anchors(const dn_build *b, int count, const char *unit, float 
  * the output and pushing the delta, as darknet's GPU path does). */
 void dn_region_loss(dn_layer *l, const dn_ctx *ctx);
 void dn_yolo_loss(dn_layer *l, const dn_ctx *ctx);
+/* [softmax]'s cross-entropy against the truth (softmax_layer.c) */
+void dn_softmax_loss(dn_layer *l, const dn_ctx *ctx);
+/* [cost]'s sum of squares of truth - input (cost_layer.c); `input` on the host */
+void dn_sse_loss(dn_layer *l, const dn_ctx *ctx, const float *input);
 
 /* The most candidates a layer can give (W*H*n), and its class count. */
 int dn_detection_layer_capacity(const dn_layer *l);

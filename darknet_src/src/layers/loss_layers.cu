@@ -126,20 +126,7 @@ void dn_softmax_forward_gpu(dn_layer *l, const dn_ctx *ctx)
     int groups = l->u.softmax.groups, inputs = l->in_size;
     dn_softmax_blocks_gpu(gpu, ctx->gpu->input, inputs / groups, l->batch, inputs, groups, inputs / groups,
                           1, l->u.softmax.temperature, l->gpu.output);
-    if (!(ctx->train && ctx->truth && !l->u.softmax.noloss)) return;
-    size_t n = (size_t)l->batch * inputs;
-    GPU_CHECK(gpu, cudaMemcpyAsync(l->output, l->gpu.output, n * sizeof(float), cudaMemcpyDeviceToHost, gpu->stream));
-    GPU_CHECK(gpu, cudaStreamSynchronize(gpu->stream));
-    float cost = 0;  // cross-entropy on the host, as softmax_layer.c
-    for (int b = 0; b < l->batch; b++)
-        for (int k = 0; k < inputs; k++) {
-            size_t i = (size_t)b * inputs + k;
-            float t = ctx->truth[(size_t)b * ctx->truth_stride + k], p = l->output[i];
-            if (t != 0) cost += -logf(p);
-            l->delta[i] = t - p;
-        }
-    l->cost = cost;
-    GPU_CHECK(gpu, cudaMemcpyAsync(l->gpu.delta, l->delta, n * sizeof(float), cudaMemcpyHostToDevice, gpu->stream));
+    if (ctx->train && ctx->truth && !l->u.softmax.noloss) host_loss(l, ctx, dn_softmax_loss);  // cross-entropy
 }
 
 void dn_softmax_backward_gpu(dn_layer *l, const dn_ctx *ctx)
@@ -162,16 +149,7 @@ void dn_cost_forward_gpu(dn_layer *l, const dn_ctx *ctx)
     }
     GPU_CHECK(gpu, cudaMemcpyAsync(input, ctx->gpu->input, n * sizeof(float), cudaMemcpyDeviceToHost, gpu->stream));
     GPU_CHECK(gpu, cudaStreamSynchronize(gpu->stream));
-    float cost = 0;
-    for (int b = 0; b < l->batch; b++)
-        for (int k = 0; k < l->in_size; k++) {
-            size_t i = (size_t)b * l->in_size + k;
-            float diff = ctx->truth[(size_t)b * ctx->truth_stride + k] - input[i];
-            l->output[i] = diff * diff;
-            l->delta[i] = diff;
-            cost += l->output[i];
-        }
-    l->cost = cost;
+    dn_sse_loss(l, ctx, input);
     free(input);
     GPU_CHECK(gpu, cudaMemcpyAsync(l->gpu.delta, l->delta, n * sizeof(float), cudaMemcpyHostToDevice, gpu->stream));
     GPU_CHECK(gpu, cudaStreamSynchronize(gpu->stream));

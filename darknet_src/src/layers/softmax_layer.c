@@ -6,6 +6,7 @@
 #include "../blas.h"
 #include "../error.h"
 #include "../layer.h"
+#include "detection_layers.h"
 
 static dn_status softmax_parse(dn_layer *l, const dn_build *b)
 {
@@ -47,22 +48,26 @@ static dn_status softmax_resize(dn_layer *l, int in_w, int in_h)
                : DN_OK;
 }
 
+void dn_softmax_loss(dn_layer *l, const dn_ctx *ctx)
+{
+    int inputs = l->in_size;
+    float cost = 0;
+    for (int b = 0; b < l->batch; b++)
+        for (int k = 0; k < inputs; k++) {
+            size_t i = (size_t)b * inputs + k;
+            float t = ctx->truth[(size_t)b * ctx->truth_stride + k], p = l->output[i];
+            if (t != 0) cost += -logf(p);
+            l->delta[i] = t - p;
+        }
+    l->cost = cost;
+}
+
 static void softmax_forward(dn_layer *l, const dn_ctx *ctx)
 {
     int groups = l->u.softmax.groups, inputs = l->in_size;
     dn_softmax_blocks(ctx->input, inputs / groups, l->batch, inputs, groups, inputs / groups, 1,
                       l->u.softmax.temperature, l->output);
-    if (ctx->train && ctx->truth && !l->u.softmax.noloss) {
-        float cost = 0;
-        for (int b = 0; b < l->batch; b++)
-            for (int k = 0; k < inputs; k++) {
-                size_t i = (size_t)b * inputs + k;
-                float t = ctx->truth[(size_t)b * ctx->truth_stride + k], p = l->output[i];
-                if (t != 0) cost += -logf(p);
-                l->delta[i] = t - p;
-            }
-        l->cost = cost;
-    }
+    if (ctx->train && ctx->truth && !l->u.softmax.noloss) dn_softmax_loss(l, ctx);
 }
 
 static void softmax_backward(dn_layer *l, const dn_ctx *ctx)
