@@ -40,13 +40,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar, Union
 
 from .errors import CfgError, DarknetIOError
+from .files import atomic_write_text
 
 __all__ = ["Cfg", "CfgSection", "format_value", "squeeze"]
 
@@ -408,21 +408,4 @@ class Cfg:
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically (temp file + rename); returns the path."""
-        p = Path(path)
-        _atomic_write_text(p, self.to_text())
-        return p
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as e:
-        raise DarknetIOError(f"{path}: cannot write: {e.strerror or e}") from None
+        return atomic_write_text(path, self.to_text())

@@ -37,6 +37,7 @@ from typing import TypeVar
 import numpy as np
 
 from .errors import DarknetIOError, DataError
+from .files import atomic_write_text
 
 __all__ = [
     "DATA_KEYS", "IMAGE_EXTENSIONS", "DataConfig", "DatasetReport", "ListEntry", "Problem",
@@ -84,16 +85,6 @@ def _lines(text: str) -> list[str]:
     if lines and lines[-1] == "":
         lines.pop()
     return [line.rstrip("\r") for line in lines]
-
-
-def _write_text(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8", newline="\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise DarknetIOError(f"{path}: cannot write: {e.strerror or e}") from None
 
 
 def resolve_path(value: str | os.PathLike[str], relative_to: Path | None) -> Path:
@@ -203,7 +194,7 @@ def write_data_file(path: str | os.PathLike[str], config: DataConfig) -> Path:
     for line in out:
         if "\n" in line or "\r" in line:
             raise DataError(f"a .data value cannot contain a line break: {line!r}")
-    _write_text(p, "\n".join(out) + "\n")
+    atomic_write_text(p, "\n".join(out) + "\n")
     return p
 
 
@@ -230,7 +221,7 @@ def write_names(path: str | os.PathLike[str], names: Sequence[str]) -> Path:
     for i, name in enumerate(names):
         if not name.strip() or "\n" in name or "\r" in name:
             raise DataError(f"class {i}: bad name {name!r} (empty or with a line break)")
-    _write_text(p, "".join(f"{n.strip()}\n" for n in names))
+    atomic_write_text(p, "".join(f"{n.strip()}\n" for n in names))
     return p
 
 
@@ -298,7 +289,7 @@ def read_image_list(path: str | os.PathLike[str], *, skip_blank: bool = True) ->
 
 def write_image_list(path: str | os.PathLike[str], images: Iterable[str | os.PathLike[str]]) -> Path:
     p = Path(path)
-    _write_text(p, "".join(f"{os.fspath(i)}\n" for i in images))
+    atomic_write_text(p, "".join(f"{os.fspath(i)}\n" for i in images))
     return p
 
 

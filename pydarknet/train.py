@@ -33,6 +33,7 @@ from typing import Callable, Literal
 
 from .data import DataConfig, read_data_file
 from .errors import ArgumentError, DataError, TrainingInterrupted
+from .files import atomic_write
 from .loader import Augmentation, BatchLoader, DetectionDataset, ScaleSchedule
 from .network import DetectionLayerStats, Network
 from .replicas import Trainer
@@ -154,10 +155,10 @@ class LossChart:
         ax.set_title(f"{self.path.name.split('.')[0]}: avg loss {self.avg[-1]:.4f} at "
                      f"iteration {self.iterations[-1]}")
         fig.tight_layout()
-        tmp = self.path.with_name(self.path.name + ".tmp.png")
-        fig.savefig(tmp)
-        plt.close(fig)
-        os.replace(tmp, self.path)
+        try:
+            atomic_write(self.path, lambda tmp: fig.savefig(tmp, format="png"))
+        finally:
+            plt.close(fig)
         self.last = time.monotonic()
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,6 +48,7 @@ from torch import Tensor
 
 from ..cfg import Cfg
 from ..errors import DarknetIOError, WeightsError
+from ..files import atomic_write
 from .layers import Connected, Convolutional
 
 if TYPE_CHECKING:
@@ -264,24 +264,8 @@ def darknet_weights_bytes(model: "DarknetModel") -> bytes:
 def save_darknet_weights(model: "DarknetModel", path: str | os.PathLike[str]) -> Path:
     """Write `model` as darknet .weights (atomically: temporary file +
     rename), keeping its header version and seen."""
-    p = Path(path)
-    _atomic_write(p, darknet_weights_bytes(model))
-    return p
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as e:
-        raise DarknetIOError(f"{path}: cannot write: {e.strerror or e}") from None
+    data = darknet_weights_bytes(model)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 # ---- .pt files ------------------------------------------------------------------------------
@@ -290,7 +274,6 @@ def _atomic_write(path: Path, data: bytes) -> None:
 def save_pt(model: "DarknetModel", path: str | os.PathLike[str]) -> Path:
     """Write a .pt file: the state dict, the cfg text, the .weights header
     version and seen (see the module doc)."""
-    p = Path(path)
     source = model.cfg.source
     payload = {
         "format": PT_FORMAT,
@@ -301,19 +284,7 @@ def save_pt(model: "DarknetModel", path: str | os.PathLike[str]) -> Path:
         "weights_version": [int(v) for v in model.weights_version],
         "seen": int(model.seen),
     }
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as e:
-        raise DarknetIOError(f"{p}: cannot write: {e.strerror or e}") from None
-    return p
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def is_pt_file(path: str | os.PathLike[str]) -> bool:
