@@ -25,28 +25,9 @@ import numpy as np  # noqa: E402
 
 from pydarknet import Network  # noqa: E402
 from pydarknet.replicas import Trainer  # noqa: E402
+from _cfgs import yolov2_tiny_cfg  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def small_cfg(folder: Path, size: int, batch: int) -> Path:
-    """yolov2-tiny at `size`, with `batch` images per replica per step."""
-    text = (REPO / "cfg" / "yolov2-tiny.cfg").read_text()
-    out = []
-    for line in text.splitlines():
-        key = line.split("=")[0].strip()
-        if key in ("width", "height"):
-            line = f"{key}={size}"
-        elif key == "batch":
-            line = f"batch={batch}"
-        elif key == "subdivisions":
-            line = "subdivisions=1"
-        elif key == "random":
-            line = "random=0"
-        out.append(line)
-    path = folder / f"yolov2-tiny-{size}-b{batch}.cfg"
-    path.write_text("\n".join(out) + "\n")
-    return path
 
 
 def fake_batch(n: int, size: int, truth_size: int, rng: np.random.Generator):
@@ -98,7 +79,7 @@ def main() -> None:
     print("| replicas | sync | images/s | sync per iteration (ms) |")
     print("|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = small_cfg(Path(tmp), args.size, args.batch)
+        cfg = yolov2_tiny_cfg(Path(tmp), args.size, args.batch)
         for replicas, sync in ((1, "darknet"), (2, "darknet"), (2, "allreduce")):
             r = measure(cfg, replicas, sync, args.steps, args.size)
             mode = sync if replicas > 1 else "-"

@@ -27,27 +27,7 @@ clean_blas_env()
 import numpy as np  # noqa: E402
 
 from pydarknet.replicas import Trainer  # noqa: E402
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def cfg_for(folder: Path, size: int, batch: int) -> Path:
-    lines = []
-    for line in (REPO / "cfg" / "yolov2-tiny.cfg").read_text().splitlines():
-        key = line.split("=")[0].strip()
-        if key in ("width", "height"):
-            line = f"{key}={size}"
-        elif key == "batch":
-            line = f"batch={batch}"
-        elif key == "subdivisions":
-            line = "subdivisions=1"
-        elif key == "random":
-            line = "random=0"
-        lines.append(line)
-    path = folder / "yolov2-tiny-bench.cfg"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
+from _cfgs import yolov2_tiny_cfg  # noqa: E402
 
 def pydarknet_rate(cfg: Path, threads: int, steps: int, size: int, batch: int) -> float:
     rng = np.random.default_rng(0)
@@ -106,7 +86,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = cfg_for(Path(tmp), args.size, args.batch)
+        cfg = yolov2_tiny_cfg(Path(tmp), args.size, args.batch)
         ours = pydarknet_rate(cfg, args.threads, args.steps, args.size, args.batch)
     try:
         import torch

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from pydarknet import Network
+from pydarknet.cfg import Cfg
 from pydarknet.replicas import Trainer
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -40,20 +41,10 @@ class Check:
 
 def cfg_copy(name: str, folder: Path, **net_options: object) -> Path:
     """A repo cfg with [net] options replaced (width, height, batch, ...)."""
-    lines, section = [], ""
-    for line in (REPO / "cfg" / name).read_text().splitlines():
-        stripped = line.strip()
-        if stripped.startswith("["):
-            section = stripped
-        key = stripped.split("=")[0].strip()
-        if section in ("[net]", "[network]") and key in net_options:
-            continue
-        lines.append(line)
-        if stripped in ("[net]", "[network]"):
-            lines += [f"{k}={v}" for k, v in net_options.items()]
-    path = folder / f"{Path(name).stem}-{abs(hash(tuple(net_options.items()))) % 10**6}.cfg"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    cfg = Cfg.read(REPO / "cfg" / name)
+    for key, value in net_options.items():
+        cfg.net.set(key, value)  # type: ignore[arg-type]
+    return cfg.write(folder / f"{Path(name).stem}-{abs(hash(tuple(net_options.items()))) % 10**6}.cfg")
 
 
 def forward_parity(name: str, folder: Path, size: int = 416) -> Check:
@@ -73,21 +64,26 @@ def forward_parity(name: str, folder: Path, size: int = 416) -> Check:
                  f"worst layer {int(np.argmax(errors))}")
 
 
-# small networks covering every layer type's backward
-LAYER_NETS = {
-    "conv+bn, maxpool, route, reorg, region": """
+def _train_net(size: int) -> str:
+    """The [net] section of the small training networks below."""
+    return f"""
 [net]
 batch=4
 subdivisions=1
-width=32
-height=32
+width={size}
+height={size}
 channels=3
 momentum=0.9
 decay=0.0005
 learning_rate=0.01
 policy=constant
 max_batches=10
-[convolutional]
+"""
+
+
+# small networks covering every layer type's backward
+LAYER_NETS = {
+    "conv+bn, maxpool, route, reorg, region": _train_net(32) + """[convolutional]
 batch_normalize=1
 filters=8
 size=3
@@ -125,19 +121,7 @@ softmax=1
 rescore=1
 bias_match=1
 """,
-    "grouped conv, shortcut, upsample, avgpool, yolo": """
-[net]
-batch=4
-subdivisions=1
-width=32
-height=32
-channels=3
-momentum=0.9
-decay=0.0005
-learning_rate=0.01
-policy=constant
-max_batches=10
-[convolutional]
+    "grouped conv, shortcut, upsample, avgpool, yolo": _train_net(32) + """[convolutional]
 batch_normalize=1
 filters=8
 size=3
@@ -180,19 +164,7 @@ classes=2
 num=3
 ignore_thresh=.5
 """,
-    "connected+bn, dropout, softmax": """
-[net]
-batch=4
-subdivisions=1
-width=8
-height=8
-channels=3
-momentum=0.9
-decay=0.0005
-learning_rate=0.01
-policy=constant
-max_batches=10
-[convolutional]
+    "connected+bn, dropout, softmax": _train_net(8) + """[convolutional]
 filters=4
 size=3
 stride=1
