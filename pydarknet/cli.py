@@ -135,6 +135,9 @@ def detect(cfg: Path, weights: Path, images: tuple[Path, ...], names: Path | Non
 @click.option("--no-augment", is_flag=True, help="Plain resize, no random augmentation.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="CPU threads (0 = all).")
+@click.option("--loader-threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Threads decoding and augmenting training images (0 = one per CPU, at "
+                   "most 16).")
 @click.option("--replicas", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Data-parallel training over N CPU replicas (each its own threads).")
 @click.option("--gpus", help="Comma-separated GPU ordinals, one replica each (CUDA builds), "
@@ -153,7 +156,7 @@ def detect(cfg: Path, weights: Path, images: tuple[Path, ...], names: Path | Non
 def train_command(cfg: Path, data: Path | None, weights: Path | None, max_batches: int | None,
                   seed: int | None, clear: bool, backup: Path | None, backup_every: int,
                   save_every: int, bad_labels: str, no_augment: bool, threads: int,
-                  replicas: int, gpus: str | None, sync: str, sync_every: int,
+                  loader_threads: int, replicas: int, gpus: str | None, sync: str, sync_every: int,
                   sync_bn_stats: bool, warmup_single: int, progress: bool) -> None:
     """Train a detector (darknet's `detector train`).
 
@@ -167,6 +170,7 @@ def train_command(cfg: Path, data: Path | None, weights: Path | None, max_batche
 
     def report(stats: IterationStats) -> None:
         if not progress:
+            click.echo(f"Loaded: {stats.load_seconds:f} seconds")
             click.echo(stats.darknet_line())
             if len(stats.replica_images_per_second) > 1:
                 click.echo("replicas: " + ", ".join(
@@ -191,7 +195,8 @@ def train_command(cfg: Path, data: Path | None, weights: Path | None, max_batche
     options = TrainOptions(cfg=cfg, data=data, weights=weights, max_batches=max_batches,
                            seed=seed, clear=clear, backup=backup, backup_every=backup_every,
                            save_every=save_every, bad_labels=bad_labels,  # type: ignore[arg-type]
-                           augment=not no_augment, threads=threads, progress=progress,
+                           augment=not no_augment, threads=threads,
+                           loader_threads=loader_threads, progress=progress,
                            replicas=replicas, gpus=gpu_list, sync=sync,  # type: ignore[arg-type]
                            sync_every=sync_every, sync_bn_stats=sync_bn_stats,
                            warmup_single=warmup_single)

@@ -1,7 +1,8 @@
 """Training: darknet's loop (train_detector) with progress you can watch.
 
-- Batches come from `loader.BatchLoader` (darknet's augmentation, a
-  background thread); each iteration is one `Network.train_step` (darknet's
+- Batches come from `loader.BatchLoader` (darknet's augmentation, in
+  parallel threads, prepared ahead; page-locked memory when training on
+  GPUs); each iteration is one `Network.train_step` (darknet's
   train_network: `subdivisions` forward/backward passes, one SGD update).
 - Checkpoints as darknet names them, written atomically (temporary file +
   rename): `<backup>/<cfg>.backup` every `backup_every` iterations,
@@ -55,6 +56,7 @@ class TrainOptions:
     bad_labels: Literal["error", "skip"] = "error"
     augment: bool = True
     threads: int = 0
+    loader_threads: int = 0            # image decoding/augmentation (0 = one per CPU, <= 16)
     progress: bool = True
     metrics: bool = True               # <backup>/<cfg>.metrics.jsonl
     chart: bool = True                 # <backup>/<cfg>.loss.png
@@ -84,6 +86,7 @@ class IterationStats:
     layers: tuple[DetectionLayerStats, ...] = ()
     replica_images_per_second: tuple[float, ...] = ()
     sync_seconds: float = 0.0
+    load_seconds: float = 0.0  # waiting for the batch (darknet's "Loaded: ... seconds")
 
     def darknet_line(self) -> str:
         return (f"{self.iteration}: {self.loss:f}, {self.avg_loss:f} avg, {self.learning_rate:f} "
@@ -251,7 +254,8 @@ def _train(options: TrainOptions, cfg: Path, data: DataConfig, train_list: Path,
     share = net.images_per_step
     loader = BatchLoader(dataset, share, net.truth_size, int(params["max_boxes"]), augmentation,
                          schedule, seed, first_batch_num=start_batch,
-                         replicas=trainer.replicas, warmup_steps=options.warmup_single)
+                         replicas=trainer.replicas, warmup_steps=options.warmup_single,
+                         workers=options.loader_threads, pinned=bool(options.gpus))
     metrics = (backup / checkpoint_name(cfg, ".metrics.jsonl")).open("a") if options.metrics else None
     chart = LossChart(backup / checkpoint_name(cfg, ".loss.png"), options.chart_every) \
         if options.chart else None
@@ -269,7 +273,9 @@ def _train(options: TrainOptions, cfg: Path, data: DataConfig, train_list: Path,
     try:
         with _InterruptFlag() as interrupt:
             while net.current_batch < max_batches:
+                waited = time.perf_counter()
                 batch = loader.next()
+                load_seconds = time.perf_counter() - waited
                 if (batch.width, batch.height) != (net.info.width, net.info.height):
                     trainer.resize(batch.width, batch.height)
                 start = time.perf_counter()
@@ -285,7 +291,7 @@ def _train(options: TrainOptions, cfg: Path, data: DataConfig, train_list: Path,
                     width=batch.width, height=batch.height, layers=step_result.layers,
                     replica_images_per_second=tuple(share / s if s > 0 else 0.0
                                                     for s in step.replica_seconds),
-                    sync_seconds=step.sync_seconds)
+                    sync_seconds=step.sync_seconds, load_seconds=load_seconds)
                 result.iterations, result.avg_loss = iteration, avg_loss
                 if on_iteration:
                     on_iteration(stats)
@@ -296,13 +302,15 @@ def _train(options: TrainOptions, cfg: Path, data: DataConfig, train_list: Path,
                     chart.add(stats)
                 if bar is not None:
                     bar.n = min(iteration, max_batches)
-                    replicas = ""
+                    extra = ""
                     if len(stats.replica_images_per_second) > 1:
-                        replicas = " [" + " ".join(f"{v:.0f}" for v in stats.replica_images_per_second) \
+                        extra = " [" + " ".join(f"{v:.0f}" for v in stats.replica_images_per_second) \
                                    + f" img/s, sync {stats.sync_seconds * 1000:.0f} ms]"
+                    if stats.load_seconds > .05 * stats.seconds:  # the loader falls behind
+                        extra += f" data wait {stats.load_seconds * 1000:.0f} ms"
                     bar.set_postfix_str(f"loss {stats.loss:.3f} avg {avg_loss:.3f} lr "
                                         f"{stats.learning_rate:.2g} {stats.images_per_second:.1f} img/s"
-                                        f" {batch.width}x{batch.height}{replicas}", refresh=False)
+                                        f" {batch.width}x{batch.height}{extra}", refresh=False)
                     bar.refresh()
                 # darknet's rules, on iteration numbers that may jump (multi-replica syncs)
                 if iteration // options.backup_every > last_saved[".backup"] // options.backup_every:

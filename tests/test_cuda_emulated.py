@@ -148,13 +148,28 @@ def test_emulation_catches_a_wrong_partition(drivers: dict[str, Path], tmp_path:
 
 # ---- the convolution's orchestration -------------------------------------------------------
 
+# pixels per weight-gradient range at least: 256 in the library, 16 here so
+# that small test layers take the split path
+MIN_SEGMENT = 16
+
+
+def grad_segments(filters: int, kernel_len: int, spatial: int) -> int:
+    """The split of a weight gradient's pixels, as convolutional_layer.cu
+    chooses it: enough GEMM tiles for 256, ranges of MIN_SEGMENT pixels or
+    more, at most 16 Mi floats of partials, 4 ranges or none."""
+    tiles = -(-filters // 128) * -(-kernel_len // 128)
+    segments = min(256 // tiles, spatial // MIN_SEGMENT, (16 << 20) // (filters * kernel_len))
+    return segments if segments >= 4 else 1
+
+
 @pytest.fixture(scope="module")
 def conv_driver(drivers: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = ROOT / "darknet_src" / "src"
     exe = tmp_path_factory.mktemp("conv_emu") / "conv_driver"
     result = subprocess.run(
         ["g++", "-std=c++20", "-O1", "-pthread", f"-I{EMU / 'fake_cuda'}", f"-I{EMU}", f"-I{src}",
-         f"-I{ROOT / 'darknet_src' / 'include'}", "-include", "cuda_emu.hpp", str(EMU / "conv_driver.cpp"),
+         f"-I{ROOT / 'darknet_src' / 'include'}", "-include", "cuda_emu.hpp",
+         f"-DDN_GRAD_MIN_SEGMENT={MIN_SEGMENT}", str(EMU / "conv_driver.cpp"),
          "-x", "c++", str(src / "layers" / "convolutional_layer.cu"), str(src / "layers" / "conv_cudnn.cu"),
          "-o", str(exe)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -196,6 +211,10 @@ def direct_convolution(x: np.ndarray, w: np.ndarray, bias: np.ndarray, delta: np
     (3, 4, 5, 4, 1, 1, 0, 2, 0),    # grouped 1x1
     (3, 2, 8, 3, 3, 2, 1, 1, 2),    # stride 2
     (2, 3, 6, 4, 1, 2, 0, 1, 2),    # 1x1 with stride 2: im2col after all
+    (3, 3, 12, 4, 3, 1, 1, 1, 2),   # weight gradients split: 144 pixels in 9 ranges of 16
+    (2, 3, 13, 4, 3, 1, 1, 1, 2),   # 169 pixels: 10 ranges of 16 and 9 left over
+    (2, 4, 13, 4, 3, 1, 1, 2, 1),   # split, per group
+    (2, 6, 11, 5, 1, 1, 0, 1, 0),   # split 1x1 (121 pixels: 7 ranges of 17, 2 left over)
 ])
 def test_convolution_chunks_match_direct_convolution(conv_driver: Path, tmp_path: Path, B: int, C: int, H: int,
                                                      F: int, size: int, stride: int, pad: int, groups: int,
@@ -215,11 +234,18 @@ def test_convolution_chunks_match_direct_convolution(conv_driver: Path, tmp_path
                           str(stride), str(pad), str(groups), str(workspace)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    forward_gemms, forward_batched, backward_gemms, backward_batched = map(int, run.stdout.split())
+    forward_gemms, forward_batched, backward_gemms, backward_batched, segments = map(int, run.stdout.split())
     chunks = 1 if not chunk else -(-B // chunk)
-    # one batched GEMM per chunk and group each way; per-image GEMMs only for the weight gradients
+    spatial = out_h * out_h
+    assert segments == grad_segments(F // groups, size * size * C // groups, spatial)
+    # one batched GEMM per chunk and group each way; weight gradients per image and
+    # group: one GEMM, or one batched GEMM over the pixel ranges (+ one for the rest)
     assert (forward_gemms, forward_batched) == (0, chunks * groups)
-    assert (backward_gemms, backward_batched) == (B * groups, chunks * groups)
+    if segments == 1:
+        assert (backward_gemms, backward_batched) == (B * groups, chunks * groups)
+    else:
+        rest = spatial % segments
+        assert (backward_gemms, backward_batched) == (B * groups * (rest > 0), chunks * groups + B * groups)
     expected = direct_convolution(x, w, bias, delta, stride, pad, groups)
     for name, reference in expected.items():
         got = np.fromfile(tmp_path / f"{name}.bin", np.float32).reshape(reference.shape)

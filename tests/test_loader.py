@@ -169,3 +169,76 @@ def test_multiscale_schedule_is_darknets() -> None:
     assert schedule.size(5, 900) == (608, 608)  # the last 200 batches at 608
     assert ScaleSchedule(False, 416, 352, 0, 10).size(7, 3) == (416, 352)
     assert sample_seed(1, 2) != sample_seed(2, 1)
+
+
+def batches(loader: BatchLoader, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Copies of the next `count` batches (a pinned loader reuses its buffers)."""
+    try:
+        return [(b.images.copy(), b.truth.copy()) for b in (loader.next() for _ in range(count))]
+    finally:
+        loader.close()
+
+
+def shapes_loader(dataset: DetectionDataset, seed: int, **options: object) -> BatchLoader:
+    # multi-scale: the sizes change every 10 steps (320..608)
+    return BatchLoader(dataset, 3, 150, 30, Augmentation(hue=.1, saturation=1.5, exposure=1.5),
+                       ScaleSchedule(True, 32, 32, seed, 1000), seed, **options)  # type: ignore[arg-type]
+
+
+def test_batches_do_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:
+    listing = write_dataset(tmp_path / "set", {f"i{k}": f"{k % 2} 0.3 0.5 0.2 0.4\n" for k in range(6)})
+    dataset = DetectionDataset(listing, classes=2)
+    one = batches(shapes_loader(dataset, 5, workers=1), 12)
+    four = batches(shapes_loader(dataset, 5, workers=4), 12)
+    assert len({a.shape for a, _ in one}) > 1  # the size changed on the way
+    for (images_1, truth_1), (images_4, truth_4) in zip(one, four):
+        np.testing.assert_array_equal(images_1, images_4)
+        np.testing.assert_array_equal(truth_1, truth_4)
+
+
+def test_pinned_loader_recycles_a_bounded_set_of_buffers(tmp_path: Path) -> None:
+    listing = write_dataset(tmp_path / "set", {f"i{k}": f"{k % 2} 0.3 0.5 0.2 0.4\n" for k in range(6)})
+    dataset = DetectionDataset(listing, classes=2)
+    plain = batches(shapes_loader(dataset, 7, workers=2), 25)
+    loader = shapes_loader(dataset, 7, workers=2, pinned=True, prefetch=2)
+    pinned = batches(loader, 25)
+    for (images_a, truth_a), (images_b, truth_b) in zip(plain, pinned):
+        np.testing.assert_array_equal(images_a, images_b)
+        np.testing.assert_array_equal(truth_a, truth_b)
+    # every buffer holds the largest batch: one being filled, `prefetch`
+    # queued, one handed out (and none replaced on size changes)
+    assert loader.buffers is not None
+    assert loader.buffers.allocated <= 2 + 2
+    # a page-locked buffer only where a GPU is present
+    assert loader.buffers.any_pinned == (lib.dn_cuda_device_count() > 0)
+
+
+def test_a_handed_out_batch_stays_valid_until_the_next_one(tmp_path: Path) -> None:
+    listing = write_dataset(tmp_path / "set", {f"i{k}": f"{k % 2} 0.3 0.5 0.2 0.4\n" for k in range(4)})
+    dataset = DetectionDataset(listing, classes=2)
+    loader = shapes_loader(dataset, 9, workers=2, pinned=True, prefetch=3)
+    try:
+        batch = loader.next()
+        kept = batch.images.copy()
+        import time
+        time.sleep(.5)  # the thread fills the queue meanwhile
+        np.testing.assert_array_equal(batch.images, kept)
+    finally:
+        loader.close()
+
+
+def test_a_missing_image_fails_the_batch_with_its_path(tmp_path: Path) -> None:
+    listing = write_dataset(tmp_path / "set", {f"i{k}": "0 0.5 0.5 0.2 0.2\n" for k in range(4)})
+    dataset = DetectionDataset(listing, classes=1)
+    (tmp_path / "set" / "images" / "i2.png").unlink()
+    from pydarknet import DarknetIOError
+
+    loader = BatchLoader(dataset, 8, 150, 30, Augmentation(), ScaleSchedule(False, 32, 32, 1, 10), 1,
+                         workers=3)
+    try:
+        with pytest.raises(DarknetIOError, match=r"training image not found: .*i2\.png"):
+            for _ in range(5):  # 8 draws of 4 images: i2 comes up
+                loader.next()
+    finally:
+        loader.close()
+    assert not loader._thread.is_alive()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import struct
 from pathlib import Path
@@ -192,11 +193,13 @@ def test_train_command(tmp_path: Path, shapes_data: Path) -> None:
     cfg = write_cfg(tmp_path, max_batches=2)
     result = CliRunner().invoke(main, ["train", str(cfg), "--data", str(shapes_data),
                                        "--backup", str(tmp_path / "bk"), "--seed", "1",
-                                       "--no-progress", "--threads", "2"])
+                                       "--no-progress", "--threads", "2", "--loader-threads", "3"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].startswith("1: ") and "rate" in lines[0] and "images" in lines[0]
-    assert lines[1].startswith("Region Avg IOU: ")
+    # darknet's lines: the wait for the batch, the iteration, the region layer
+    assert re.fullmatch(r"Loaded: \d+\.\d{6} seconds", lines[0])
+    assert lines[1].startswith("1: ") and "rate" in lines[1] and "images" in lines[1]
+    assert lines[2].startswith("Region Avg IOU: ")
     assert "done: 2 iterations" in lines[-1]
     # no .data beside the cfg and none given: a clear error
     missing = CliRunner().invoke(main, ["train", str(cfg), "--no-progress"])

@@ -45,6 +45,22 @@ void dn_scale_gpu(dn_gpu *gpu, float *x, size_t n, float alpha)
     GPU_LAUNCHED(gpu);
 }
 
+__global__ void add_rows_kernel(float *out, const float *rows, int n_rows, size_t n)
+{
+    GRID_STRIDE(i, n) {
+        float sum = out[i];
+        for (int r = 0; r < n_rows; r++) sum += rows[(size_t)r * n + i];
+        out[i] = sum;
+    }
+}
+
+void dn_add_rows_gpu(dn_gpu *gpu, float *out, const float *rows, int n_rows, size_t n)
+{
+    if (!n || n_rows < 1) return;
+    add_rows_kernel<<<dn_blocks(n), 256, 0, gpu->stream>>>(out, rows, n_rows, n);
+    GPU_LAUNCHED(gpu);
+}
+
 // ---- biases -----------------------------------------------------------------------
 
 __global__ void add_bias_kernel(float *out, const float *bias, int C, int S, size_t n)

@@ -105,6 +105,21 @@ DN_API_CPP dn_status dn_cuda_device_name(int device, char *buf, int size)
 
 // ---- transfers ----------------------------------------------------------------------------
 
+extern "C" dn_status dn_cuda_host_alloc(size_t bytes, void **out)
+{
+    *out = NULL;
+    cudaError_t e = cudaHostAlloc(out, bytes, cudaHostAllocPortable);
+    if (e == cudaSuccess) return DN_OK;
+    cudaGetLastError(); /* not sticky: clear it for the next call */
+    *out = NULL;
+    return dn_cuda_fail(e, "cudaHostAlloc", __FILE__, __LINE__);
+}
+
+extern "C" void dn_cuda_host_free(void *p)
+{
+    if (p) cudaFreeHost(p);
+}
+
 dn_status dn_to_host(dn_gpu *gpu, float *host, const float *device, size_t n)
 {
     if (!n) return DN_OK;
@@ -249,6 +264,8 @@ static void free_activation_buffers(dn_network *net)
     device_free(&net->input_gpu);
     device_free(&net->input_delta_gpu);
     device_free(&net->workspace_gpu);
+    device_free(&net->grad_partials_gpu);
+    net->grad_partials_gpu_floats = 0;
 }
 
 // The device scratch: the host's (one image's im2col columns at least), or,
@@ -273,6 +290,21 @@ static size_t gpu_workspace_floats(const dn_network *net)
     return floats;
 }
 
+// The split weight gradients' scratch (convolutional_layer.cu): the largest
+// layer's partials, for training on the im2col path.
+static size_t grad_partials_floats(const dn_network *net)
+{
+    if (!net->grads || dn_built_with_cudnn()) return 0;
+    size_t floats = 0;
+    for (int i = 0; i < net->n_layers; i++) {
+        const dn_layer *l = &net->layers[i];
+        if (l->type != DN_LAYER_CONVOLUTIONAL) continue;
+        size_t partials = dn_conv_gpu_grad_partials_floats(l);
+        if (partials > floats) floats = partials;
+    }
+    return floats;
+}
+
 extern "C" dn_status dn_cuda_network_realloc(dn_network *net)
 {
     DN_TRY(use_device(net->gpu));
@@ -285,6 +317,10 @@ extern "C" dn_status dn_cuda_network_realloc(dn_network *net)
         DN_TRY(device_alloc_zero(inputs, &net->input_delta_gpu, "input delta", net->gpu_index));
     net->workspace_gpu_floats = gpu_workspace_floats(net);
     DN_TRY(device_alloc_zero(net->workspace_gpu_floats, &net->workspace_gpu, "workspace", net->gpu_index));
+    net->grad_partials_gpu_floats = grad_partials_floats(net);
+    if (net->grad_partials_gpu_floats)
+        DN_TRY(device_alloc(net->grad_partials_gpu_floats, &net->grad_partials_gpu, "partial weight gradients",
+                            net->gpu_index));
     return DN_OK;
 }
 
@@ -403,7 +439,8 @@ extern "C" dn_status dn_cuda_zero_grads(dn_network *net)
 static dn_status run_forward(dn_network *net, int train, const float *truth)
 {
     dn_gpu *gpu = net->gpu;
-    dn_gpu_ctx gctx = {gpu, net->input_gpu, NULL, net->workspace_gpu, net->workspace_gpu_floats};
+    dn_gpu_ctx gctx = {gpu, net->input_gpu, NULL, net->workspace_gpu, net->workspace_gpu_floats,
+                       net->grad_partials_gpu, net->grad_partials_gpu_floats};
     dn_ctx ctx = dn_network_ctx(net, train);
     ctx.truth = truth;
     ctx.gpu = &gctx;
@@ -456,7 +493,8 @@ extern "C" dn_status dn_cuda_backward(dn_network *net)
 {
     dn_gpu *gpu = net->gpu;
     DN_TRY(use_device(gpu));
-    dn_gpu_ctx gctx = {gpu, NULL, NULL, net->workspace_gpu, net->workspace_gpu_floats};
+    dn_gpu_ctx gctx = {gpu, NULL, NULL, net->workspace_gpu, net->workspace_gpu_floats, net->grad_partials_gpu,
+                       net->grad_partials_gpu_floats};
     dn_ctx ctx = dn_network_ctx(net, 1);
     ctx.gpu = &gctx;
     gpu->error = DN_OK;

@@ -24,6 +24,8 @@ struct dn_gpu_ctx {
     float *input_delta;          /* device: the input's delta, or NULL */
     float *workspace;            /* device scratch */
     size_t workspace_floats;     /* its size */
+    float *grad_partials;        /* device: partial weight gradients (training), or NULL */
+    size_t grad_partials_floats; /* its size */
 };
 
 struct dn_network;
@@ -65,5 +67,10 @@ dn_status dn_cuda_forward_device_input(struct dn_network *net);
 typedef enum { DN_GPU_BUF_PARAMS, DN_GPU_BUF_GRADS, DN_GPU_BUF_VELOCITY, DN_GPU_BUF_STATS } dn_gpu_buffer;
 dn_status dn_cuda_allreduce(struct dn_network **nets, int n, dn_gpu_buffer which, int average);
 dn_status dn_cuda_broadcast(struct dn_network **nets, int n, dn_gpu_buffer which);
+
+/* Page-locked host memory (cudaHostAlloc, portable to every device's
+ * context): what dn_host_alloc asks for when a batch goes to a GPU. */
+dn_status dn_cuda_host_alloc(size_t bytes, void **out);
+void dn_cuda_host_free(void *p);
 
 #endif

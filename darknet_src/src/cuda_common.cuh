@@ -79,6 +79,8 @@ void dn_fill_gpu(dn_gpu *gpu, float *x, size_t n, float value);
 void dn_copy_gpu(dn_gpu *gpu, float *dst, const float *src, size_t n);
 void dn_axpy_gpu(dn_gpu *gpu, float *y, float alpha, const float *x, size_t n);
 void dn_scale_gpu(dn_gpu *gpu, float *x, size_t n, float alpha);
+// out[j] += rows[0][j] + rows[1][j] + ... (rows of n floats, added in order)
+void dn_add_rows_gpu(dn_gpu *gpu, float *out, const float *rows, int n_rows, size_t n);
 void dn_add_bias_gpu(dn_gpu *gpu, float *out, const float *bias, int B, int C, int S);
 void dn_scale_bias_gpu(dn_gpu *gpu, float *out, const float *scale, int B, int C, int S);
 void dn_backward_bias_gpu(dn_gpu *gpu, float *bias_grad, const float *delta, int B, int C, int S);

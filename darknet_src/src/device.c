@@ -1,15 +1,16 @@
 /* The CPU device and collectives; the CUDA seam's answers in a CPU build. */
 #include "device.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda.h"
 #include "error.h"
 #include "util.h"
 
 /* ---- a CPU build: every CUDA entry point says so ------------------------------- */
 #ifndef DN_CUDA
-#include "cuda.h"
 
 DN_API int dn_built_with_cuda(void) { return 0; }
 DN_API int dn_built_with_cudnn(void) { return 0; }
@@ -70,7 +71,70 @@ dn_status dn_cuda_broadcast(struct dn_network **nets, int n, dn_gpu_buffer which
     (void)nets; (void)n; (void)which;
     return no_cuda();
 }
+dn_status dn_cuda_host_alloc(size_t bytes, void **out)
+{
+    (void)bytes;
+    *out = NULL;
+    return no_cuda();
+}
+void dn_cuda_host_free(void *p) { (void)p; }
 #endif
+
+/* ---- host buffers for batches ----------------------------------------------------
+ * A header in front of the floats says how they were allocated, so that one
+ * dn_host_free serves both kinds; it is 64 bytes, which keeps the floats
+ * 64-byte aligned (page-locked and aligned_alloc blocks both start aligned). */
+
+#define HOST_HEADER 64
+static const unsigned HOST_MAGIC = 0x686f7374u; /* "host" */
+enum { HOST_PLAIN = 1, HOST_PINNED = 2 };
+
+typedef struct {
+    unsigned magic;
+    int kind;
+} host_header;
+
+DN_API dn_status dn_host_alloc(size_t n_floats, int pinned, float **out, int *is_pinned)
+{
+    if (!out) return DN_FAIL(DN_ERR_ARG, "out must not be NULL");
+    *out = NULL;
+    if (is_pinned) *is_pinned = 0;
+    if (n_floats > (SIZE_MAX - 2 * HOST_HEADER) / sizeof(float))
+        return DN_FAIL(DN_ERR_OOM, "host buffer of %zu floats is too large", n_floats);
+    size_t bytes = HOST_HEADER + (n_floats ? n_floats : 1) * sizeof(float);
+    void *block = NULL;
+    int kind = HOST_PLAIN;
+    if (pinned && dn_cuda_device_count() > 0) {
+        if (dn_cuda_host_alloc(bytes, &block) == DN_OK)
+            kind = HOST_PINNED;
+        else
+            dn_clear_error(); /* page-locked memory refused (limits): plain memory still works */
+    }
+    if (!block) {
+        bytes = (bytes + HOST_HEADER - 1) / HOST_HEADER * HOST_HEADER; /* aligned_alloc's rule */
+        block = aligned_alloc(HOST_HEADER, bytes);
+        if (!block)
+            return DN_FAIL(DN_ERR_OOM, "out of memory allocating a host buffer of %zu bytes", bytes);
+    }
+    host_header *h = block;
+    h->magic = HOST_MAGIC;
+    h->kind = kind;
+    *out = (float *)((char *)block + HOST_HEADER);
+    if (is_pinned) *is_pinned = kind == HOST_PINNED;
+    return DN_OK;
+}
+
+DN_API void dn_host_free(float *p)
+{
+    if (!p) return;
+    host_header *h = (host_header *)((char *)p - HOST_HEADER);
+    if (h->magic != HOST_MAGIC) return; /* not ours: leaking beats freeing a foreign pointer */
+    h->magic = 0;
+    if (h->kind == HOST_PINNED)
+        dn_cuda_host_free(h);
+    else
+        free(h);
+}
 
 /* ---- the host as a device ------------------------------------------------------- */
 

@@ -84,6 +84,8 @@ struct dn_network {
     float *params_gpu, *grads_gpu, *velocity_gpu, *stats_gpu;
     float *input_gpu, *input_delta_gpu, *workspace_gpu;
     size_t workspace_gpu_floats;     /* >= workspace_size: room for several images' columns */
+    float *grad_partials_gpu;        /* split weight gradients (convolutional_layer.cu), training */
+    size_t grad_partials_gpu_floats;
     int host_params_stale;      /* the device holds newer parameters (after updates) */
     int device_params_stale;    /* the host holds newer parameters (loaded, edited) */
     uint64_t params_version;    /* bumped whenever the host parameters may have changed:

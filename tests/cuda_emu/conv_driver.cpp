@@ -1,11 +1,12 @@
 // Runs convolutional_layer.cu's im2col path (the chunking, group and stride
 // arithmetic around its GEMMs) on the CPU: the file is compiled as C++
 // against fake CUDA headers, and the device helpers it calls (GEMM,
-// strided-batched GEMM, im2col, col2im, bias) are CPU versions written here
-// from their documented meaning.
+// strided-batched GEMM, im2col, col2im, bias, row sums) are CPU versions
+// written here from their documented meaning.
 //   conv_driver DIR B C H W FILTERS SIZE STRIDE PAD GROUPS WORKSPACE_FLOATS
 // reads DIR/{input,weights,biases,delta}.bin, writes DIR/{output,
-// weight_grads,bias_grads,input_delta}.bin.
+// weight_grads,bias_grads,input_delta}.bin and prints the GEMM calls of
+// each pass and the weight gradient's pixel ranges.
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -91,6 +92,12 @@ void dn_col2im_gpu(dn_gpu *, const float *col, int channels, int height, int wid
     });
 }
 
+void dn_add_rows_gpu(dn_gpu *, float *out, const float *rows, int n_rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        for (int r = 0; r < n_rows; r++) out[i] += rows[(size_t)r * n + i];
+}
+
 void dn_add_bias_gpu(dn_gpu *, float *out, const float *bias, int B, int C, int S)
 {
     for (int b = 0; b < B; b++)
@@ -119,6 +126,8 @@ void dn_batchnorm_backward_gpu(dn_layer *, const dn_ctx *, int) { abort(); }
 
 void dn_conv_forward_gpu(dn_layer *l, const dn_ctx *ctx);
 void dn_conv_backward_gpu(dn_layer *l, const dn_ctx *ctx);
+int dn_conv_gpu_grad_segments(const dn_layer *l);
+size_t dn_conv_gpu_grad_partials_floats(const dn_layer *l);
 
 // ---- the driver -------------------------------------------------------------------------
 
@@ -158,7 +167,10 @@ int main(int argc, char **argv)
 
     dn_gpu gpu;
     memset(&gpu, 0, sizeof gpu);
-    dn_gpu_ctx gctx = {&gpu, input.data(), NULL, workspace.data(), workspace_floats};
+    // the split weight gradients' scratch, as cuda.cu sizes it
+    std::vector<float> partials(dn_conv_gpu_grad_partials_floats(&l), -1e30f);
+    dn_gpu_ctx gctx = {&gpu, input.data(), NULL, workspace.data(), workspace_floats,
+                       partials.empty() ? NULL : partials.data(), partials.size()};
     dn_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
     ctx.train = 1;
@@ -174,7 +186,7 @@ int main(int argc, char **argv)
     write_floats(dir + "/weight_grads.bin", weight_grads);
     write_floats(dir + "/bias_grads.bin", bias_grads);
     write_floats(dir + "/input_delta.bin", input_delta);
-    printf("%d %d %d %d\n", forward_gemms, forward_strided, gemm_calls - forward_gemms,
-           strided_calls - forward_strided);
+    printf("%d %d %d %d %d\n", forward_gemms, forward_strided, gemm_calls - forward_gemms,
+           strided_calls - forward_strided, dn_conv_gpu_grad_segments(&l));
     return 0;
 }

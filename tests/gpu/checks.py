@@ -17,6 +17,7 @@ import numpy as np
 
 from pydarknet import Network
 from pydarknet.cfg import Cfg
+from pydarknet.hostmem import host_array
 from pydarknet.replicas import Trainer
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -81,6 +82,23 @@ max_batches=10
 """
 
 
+# the output of the region networks below: 2 anchors x (4 + 1 + 2 classes)
+_REGION_OUTPUT = """[convolutional]
+size=1
+stride=1
+pad=1
+filters=14
+activation=linear
+[region]
+anchors=1,1,2,2
+classes=2
+coords=4
+num=2
+softmax=1
+rescore=1
+bias_match=1
+"""
+
 # small networks covering every layer type's backward
 LAYER_NETS = {
     "conv+bn, maxpool, route, reorg, region": _train_net(32) + """[convolutional]
@@ -106,21 +124,7 @@ layers=-2
 stride=2
 [route]
 layers=-1,-3
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=14
-activation=linear
-[region]
-anchors=1,1,2,2
-classes=2
-coords=4
-num=2
-softmax=1
-rescore=1
-bias_match=1
-""",
+""" + _REGION_OUTPUT,
     "grouped conv, shortcut, upsample, avgpool, yolo": _train_net(32) + """[convolutional]
 batch_normalize=1
 filters=8
@@ -164,6 +168,22 @@ classes=2
 num=3
 ignore_thresh=.5
 """,
+    # weight gradients split into pixel ranges (convolutional_layer.cu): 45 x 45
+    # = 2025 pixels in 7 ranges of 289 and 2 left over (3x3 and 1x1)
+    "split weight gradients": _train_net(45) + """[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+pad=1
+activation=leaky
+[convolutional]
+filters=16
+size=1
+stride=1
+pad=0
+activation=leaky
+""" + _REGION_OUTPUT,
     "connected+bn, dropout, softmax": _train_net(8) + """[convolutional]
 filters=4
 size=3
@@ -344,8 +364,10 @@ def timings(folder: Path, steps: int = 2) -> list[Check]:
     """yolov2 at 416: training images/s (batch 64) and inference latency,
     pydarknet and PyTorch (fp32, cuDNN) on the same GPU.
 
-    Both training loops start each step from the same host (numpy) batch:
-    the engine's step uploads it, and so does the PyTorch loop."""
+    Both training loops start each step from the same batch in page-locked
+    host memory, as `pydarknet train --gpus` and a PyTorch DataLoader with
+    pin_memory=True give it: the engine's step uploads it, and so does the
+    PyTorch loop."""
     import torch
 
     results: list[Check] = []
@@ -354,7 +376,9 @@ def timings(folder: Path, steps: int = 2) -> list[Check]:
     rng = np.random.default_rng(0)
     with Trainer(train_cfg, gpus=[0] if DEVICE != "cpu" else None, seed=1) as trainer:
         n = trainer.images_per_step
-        x = rng.random((n, 3, 416, 416), dtype=np.float32)
+        x, pinned = host_array((n, 3, 416, 416), pinned=True)
+        x[...] = rng.random(x.shape, dtype=np.float32)
+        print(f"  training batch in {'page-locked' if pinned else 'pageable'} host memory", flush=True)
         truth = np.zeros((n, trainer.network(0).truth_size), np.float32)
         truth[:, :5] = [.5, .5, .3, .3, 1]
         trainer.step(x, truth)
@@ -391,9 +415,11 @@ def timings(folder: Path, steps: int = 2) -> list[Check]:
     model.train()
     optim = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=.9)
 
+    x_pinned = torch.from_numpy(np.array(x)).pin_memory()
+
     def torch_step() -> None:
         optim.zero_grad()
-        out = model(torch.from_numpy(x).cuda())
+        out = model(x_pinned.cuda(non_blocking=True))
         loss = (out if isinstance(out, torch.Tensor) else out[0]).square().mean()
         loss.backward()
         optim.step()

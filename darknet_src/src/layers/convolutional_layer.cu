@@ -71,6 +71,67 @@ static const float *columns_of(const dn_layer *l, const dn_ctx *ctx, const conv_
     return ctx->gpu->workspace;
 }
 
+// ---- weight gradients, split along the output pixels ------------------------------------
+// A weight gradient is a GEMM with a small result (filters x kernel_len) and a
+// long inner dimension (the output pixels): yolov2's first layer at 416 is
+// 32 x 27 over 173,056 pixels, one GEMM tile, so one SM works through the
+// whole GEMM while the rest of the GPU waits.  Where the result has few tiles,
+// the pixels are cut into `segments` ranges: one strided-batched GEMM gives a
+// partial gradient per range, then one ordered sum adds them to the gradients
+// (split-K, chosen here rather than left to cuBLAS's heuristics).
+#ifndef DN_GRAD_TILE
+#define DN_GRAD_TILE 128            // side of an SGEMM output tile
+#endif
+#ifndef DN_GRAD_TARGET_TILES
+#define DN_GRAD_TARGET_TILES 256    // tiles that fill a large GPU (132 SMs on an H100) twice over
+#endif
+#ifndef DN_GRAD_MIN_SEGMENT
+#define DN_GRAD_MIN_SEGMENT 256     // pixels per range, at least
+#endif
+#define DN_GRAD_MAX_PARTIALS ((size_t)16 << 20)  // floats of partial gradients, at most (64 MiB)
+
+int dn_conv_gpu_grad_segments(const dn_layer *l)
+{
+    conv_gemm c = gemm_of(l);
+    size_t tiles = (size_t)((c.filters + DN_GRAD_TILE - 1) / DN_GRAD_TILE) *
+                   ((c.kernel_len + DN_GRAD_TILE - 1) / DN_GRAD_TILE);
+    size_t grad = (size_t)c.filters * c.kernel_len;
+    size_t segments = DN_GRAD_TARGET_TILES / tiles;
+    if (segments > (size_t)c.spatial / DN_GRAD_MIN_SEGMENT) segments = (size_t)c.spatial / DN_GRAD_MIN_SEGMENT;
+    if (segments * grad > DN_GRAD_MAX_PARTIALS) segments = DN_GRAD_MAX_PARTIALS / grad;
+    return segments >= 4 ? (int)segments : 1;  // fewer: not worth the extra sum
+}
+
+size_t dn_conv_gpu_grad_partials_floats(const dn_layer *l)
+{
+    int segments = dn_conv_gpu_grad_segments(l);
+    conv_gemm c = gemm_of(l);
+    return segments > 1 ? (size_t)segments * c.filters * c.kernel_len : 0;
+}
+
+// grads += delta [filters x spatial] times columns^T [spatial x kernel_len], one image and group
+static void add_weight_grads(const dn_layer *l, const dn_ctx *ctx, const conv_gemm *c, const float *delta,
+                             const float *columns, float *grads)
+{
+    dn_gpu *gpu = ctx->gpu->gpu;
+    int segments = dn_conv_gpu_grad_segments(l);
+    size_t grad = (size_t)c->filters * c->kernel_len;
+    float *partials = ctx->gpu->grad_partials;
+    if (segments == 1 || !partials || ctx->gpu->grad_partials_floats < segments * grad) {
+        dn_gemm_gpu(gpu, 0, 1, c->filters, c->kernel_len, c->spatial, 1.f, delta, c->spatial, columns, c->spatial,
+                    1.f, grads, c->kernel_len);
+        return;
+    }
+    int length = c->spatial / segments, rest = c->spatial - segments * length;
+    // range k: pixels [k * length, (k + 1) * length), the same columns of delta and of the columns
+    dn_gemm_strided_gpu(gpu, 0, 1, c->filters, c->kernel_len, length, 1.f, delta, c->spatial, length, columns,
+                        c->spatial, length, 0.f, partials, c->kernel_len, (long long)grad, segments);
+    if (rest)  // the last pixels, fewer than `segments`, straight into the gradients
+        dn_gemm_gpu(gpu, 0, 1, c->filters, c->kernel_len, rest, 1.f, delta + (size_t)segments * length, c->spatial,
+                    columns + (size_t)segments * length, c->spatial, 1.f, grads, c->kernel_len);
+    dn_add_rows_gpu(gpu, grads, partials, segments, grad);
+}
+
 static void im2col_forward(dn_layer *l, const dn_ctx *ctx)
 {
     conv_gemm c = gemm_of(l);
@@ -102,8 +163,8 @@ void dn_conv_forward_gpu(dn_layer *l, const dn_ctx *ctx)
     dn_activate_gpu(gpu, l->gpu.output, (size_t)l->batch * l->out_size, l->activation);
 }
 
-// Weight gradients: one accumulating GEMM per image (they all add into the
-// same gradients).  Input delta: one strided-batched GEMM per chunk, straight
+// Weight gradients: per image (they all add into the same gradients), one
+// accumulating GEMM or the split GEMMs above.  Input delta: one strided-batched GEMM per chunk, straight
 // into the input's delta for 1x1, else into the scratch and col2im from it.
 static void im2col_backward(dn_layer *l, const dn_ctx *ctx)
 {
@@ -119,8 +180,7 @@ static void im2col_backward(dn_layer *l, const dn_ctx *ctx)
             const float *delta = l->gpu.delta + ((size_t)first * c.groups + g) * c.filters * c.spatial;
             float *grads = l->gpu.weight_grads + (size_t)g * l->n_weights / c.groups;
             for (int i = 0; i < count; i++)
-                dn_gemm_gpu(gpu, 0, 1, c.filters, c.kernel_len, c.spatial, 1.f, delta + i * delta_stride, c.spatial,
-                            columns + i * columns_stride, c.spatial, 1.f, grads, c.kernel_len);
+                add_weight_grads(l, ctx, &c, delta + i * delta_stride, columns + i * columns_stride, grads);
             if (!ctx->gpu->input_delta) continue;
             const float *weights = l->gpu.weights + (size_t)g * l->n_weights / c.groups;
             float *input_delta = ctx->gpu->input_delta + ((size_t)first * c.groups + g) * c.in_group;
