@@ -61,8 +61,8 @@ int dn_hardware_threads(void);
 
 /* Host memory for batches: page-locked (pinned) when `pinned` is 1 and a
  * CUDA device is present, so uploads to the GPU run at full DMA speed;
- * plain 64-byte aligned memory otherwise (also when the system refuses to
- * lock more pages).  *is_pinned (may be NULL) says which.  Contents are
+ * plain mapped pages otherwise (also when the system refuses to lock more
+ * pages), returned to the system when freed.  64-byte aligned.  *is_pinned (may be NULL) says which.  Contents are
  * uninitialised.  Free with dn_host_free (NULL is a no-op). */
 dn_status dn_host_alloc(size_t n_floats, int pinned, float **out, int *is_pinned);
 void dn_host_free(float *p);

@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "cuda.h"
 #include "error.h"
@@ -83,15 +84,19 @@ void dn_cuda_host_free(void *p) { (void)p; }
 /* ---- host buffers for batches ----------------------------------------------------
  * A header in front of the floats says how they were allocated, so that one
  * dn_host_free serves both kinds; it is 64 bytes, which keeps the floats
- * 64-byte aligned (page-locked and aligned_alloc blocks both start aligned). */
+ * 64-byte aligned (page-locked and mapped blocks start on a page).  Plain
+ * buffers are mapped pages rather than malloc'd: a batch is megabytes, and
+ * unmapping gives them back to the system at once, where malloc may keep
+ * freed blocks of that size in its heap. */
 
 #define HOST_HEADER 64
 static const unsigned HOST_MAGIC = 0x686f7374u; /* "host" */
-enum { HOST_PLAIN = 1, HOST_PINNED = 2 };
+enum { HOST_MAPPED = 1, HOST_PINNED = 2 };
 
 typedef struct {
     unsigned magic;
     int kind;
+    size_t bytes; /* of the whole block, header included */
 } host_header;
 
 DN_API dn_status dn_host_alloc(size_t n_floats, int pinned, float **out, int *is_pinned)
@@ -103,7 +108,7 @@ DN_API dn_status dn_host_alloc(size_t n_floats, int pinned, float **out, int *is
         return DN_FAIL(DN_ERR_OOM, "host buffer of %zu floats is too large", n_floats);
     size_t bytes = HOST_HEADER + (n_floats ? n_floats : 1) * sizeof(float);
     void *block = NULL;
-    int kind = HOST_PLAIN;
+    int kind = HOST_MAPPED;
     if (pinned && dn_cuda_device_count() > 0) {
         if (dn_cuda_host_alloc(bytes, &block) == DN_OK)
             kind = HOST_PINNED;
@@ -111,14 +116,14 @@ DN_API dn_status dn_host_alloc(size_t n_floats, int pinned, float **out, int *is
             dn_clear_error(); /* page-locked memory refused (limits): plain memory still works */
     }
     if (!block) {
-        bytes = (bytes + HOST_HEADER - 1) / HOST_HEADER * HOST_HEADER; /* aligned_alloc's rule */
-        block = aligned_alloc(HOST_HEADER, bytes);
-        if (!block)
+        block = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (block == MAP_FAILED)
             return DN_FAIL(DN_ERR_OOM, "out of memory allocating a host buffer of %zu bytes", bytes);
     }
     host_header *h = block;
     h->magic = HOST_MAGIC;
     h->kind = kind;
+    h->bytes = bytes;
     *out = (float *)((char *)block + HOST_HEADER);
     if (is_pinned) *is_pinned = kind == HOST_PINNED;
     return DN_OK;
@@ -133,7 +138,7 @@ DN_API void dn_host_free(float *p)
     if (h->kind == HOST_PINNED)
         dn_cuda_host_free(h);
     else
-        free(h);
+        munmap(h, h->bytes);
 }
 
 /* ---- the host as a device ------------------------------------------------------- */

@@ -360,6 +360,46 @@ def _profile(step: Callable[[], object], side: str) -> None:
         print(f"  profile {side} failed: {type(exc).__name__}: {exc}"[:300], flush=True)
 
 
+def loader_rate(folder: Path, size: int = 416, batch: int = 64, rounds: int = 3) -> tuple[float, int]:
+    """Training batches per second from JPEGs (generated: 500 x 375 photos
+    of rectangles, 1-3 boxes each, nothing cached) with darknet's
+    augmentation into page-locked memory, as `pydarknet train --gpus`
+    loads them; returns images/s and the sample threads."""
+    import cv2
+
+    from pydarknet.loader import Augmentation, BatchLoader, DetectionDataset, ScaleSchedule
+
+    root = folder / "loader"
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(exist_ok=True)
+    rng = np.random.default_rng(3)
+    lines = []
+    for k in range(128):
+        image = np.full((375, 500, 3), rng.integers(0, 256, 3), np.uint8)
+        labels = []
+        for _ in range(int(rng.integers(1, 4))):
+            x, y = int(rng.integers(0, 400)), int(rng.integers(0, 300))
+            w, h = int(rng.integers(30, 100)), int(rng.integers(30, 75))
+            image[y:y + h, x:x + w] = rng.integers(0, 256, 3)
+            labels.append(f"0 {(x + w / 2) / 500:.4f} {(y + h / 2) / 375:.4f} {w / 500:.4f} {h / 375:.4f}\n")
+        path = root / "images" / f"{k:03d}.jpg"
+        cv2.imwrite(str(path), image)
+        (root / "labels" / f"{k:03d}.txt").write_text("".join(labels))
+        lines.append(f"{path}\n")
+    (root / "train.txt").write_text("".join(lines))
+    dataset = DetectionDataset(root / "train.txt", 1, cache_bytes=0)
+    loader = BatchLoader(dataset, batch, 150, 30, Augmentation(hue=.1, saturation=1.5, exposure=1.5),
+                         ScaleSchedule(False, size, size, 0, 10**6), 0, prefetch=1, pinned=True)
+    try:
+        loader.next()
+        start = time.perf_counter()
+        for _ in range(rounds):
+            loader.next()
+        return rounds * batch / (time.perf_counter() - start), loader.workers
+    finally:
+        loader.close()
+
+
 def timings(folder: Path, steps: int = 2) -> list[Check]:
     """yolov2 at 416: training images/s (batch 64) and inference latency,
     pydarknet and PyTorch (fp32, cuDNN) on the same GPU.
@@ -436,6 +476,11 @@ def timings(folder: Path, steps: int = 2) -> list[Check]:
                          torch_train / ours_train, True, f"ratio {ours_train / torch_train:.2f}"))
     results.append(Check(f"infer yolov2 416 b1: {ours_ms:.2f} ms vs torch {torch_ms:.2f}",
                          ours_ms / torch_ms, True, f"ratio {ours_ms / torch_ms:.2f}"))
+    # can the loader feed the GPU? (JPEG decode + augmentation on the host's CPUs)
+    loaded, threads = loader_rate(folder)
+    results.append(Check(f"loader 416 b64, {threads} threads: {loaded:.0f} img/s vs train {ours_train:.0f}",
+                         loaded / max(ours_train, torch_train), loaded >= ours_train,
+                         "keeps up" if loaded >= max(ours_train, torch_train) else "slower than training"))
     return results
 
 
