@@ -5,12 +5,21 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import click
 
 from .cli_convert import register_convert_command
 from .cli_data import register_data_commands
 from .errors import DarknetError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .detect import Detection
+
+    # detect's per-frame step: (frame, label for the text lines, JSON record) -> detections
+    FrameDetector = Callable[[np.ndarray, str, dict[str, object]], list[Detection]]
 
 
 class DarknetCommandGroup(click.Group):
@@ -53,7 +62,7 @@ def summary(cfg: Path, width: int, height: int) -> None:
 @click.argument("cfg", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("weights", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("images", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))  # or videos
 @click.option("--names", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Class names (.names); default COCO's for 80 classes, VOC's for 20.")
 @click.option("--thresh", default=.5, show_default=True, help="Confidence threshold.")
@@ -66,8 +75,8 @@ def summary(cfg: Path, width: int, height: int) -> None:
               help="One JSON object per image per line instead of darknet's text.")
 @click.option("--save-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("predictions"), show_default=True,
-              help="Where annotated images are written.")
-@click.option("--no-save", is_flag=True, help="Do not write annotated images.")
+              help="Where annotated images (and videos, as .mp4) are written.")
+@click.option("--no-save", is_flag=True, help="Do not write annotated images or videos.")
 @click.option("--threads", default=0, help="Worker threads (0 = all CPUs).")
 @click.option("--device", default="cpu", show_default=True,
               help="cpu, or cuda:N on a CUDA build of pydarknet.")
@@ -79,34 +88,75 @@ def detect(cfg: Path, weights: Path, images: tuple[Path, ...], names: Path | Non
     Prints darknet's lines ("dog: 56%") per image, or JSON with --json:
     {"image", "detections": [{"class_id", "name", "confidence",
     "box": {"x", "y", "w", "h"}}]} with the box centre and size in pixels.
+    A video file (.mp4, .avi, .mkv, ...) is read frame by frame (darknet's
+    `detector demo` on a file): the same lines per frame (JSON records add
+    "frame"), and the annotated video goes to the save folder as .mp4.
     """
     import cv2
 
     from .detect import Detector
     from .draw import draw_detections
     from .errors import ImageError
+    from .video import is_video
+
+    options = dict(thresh=thresh, hier_thresh=hier_thresh, nms=nms, letterbox=not no_letterbox,
+                   nms_kind=nms_kind)
 
     with Detector(cfg, weights, names, threads=threads, device=device) as detector:
+        def detect_frame(frame: np.ndarray, label: str, record: dict[str, object]) -> list[Detection]:
+            start = time.perf_counter()
+            found = detector.detect(frame, **options)  # type: ignore[arg-type]
+            elapsed = time.perf_counter() - start
+            if as_json:
+                click.echo(json.dumps({**record, "detections": [d.to_dict() for d in found]}))
+            else:
+                click.echo(f"{label}: Predicted in {elapsed:f} seconds.")
+                for d in found:
+                    click.echo(f"{d.name}: {d.confidence * 100:.0f}%")
+            return found
+
         if not no_save:
             save_dir.mkdir(parents=True, exist_ok=True)
         for image in images:
+            if is_video(image):
+                _detect_video(image, detect_frame, detector.classes, None if no_save else save_dir,
+                              as_json)
+                continue
             frame = cv2.imread(str(image), cv2.IMREAD_COLOR)
             if frame is None:
                 raise ImageError(f"cannot decode image '{image}'")
-            start = time.perf_counter()
-            found = detector.detect(frame, thresh=thresh, hier_thresh=hier_thresh, nms=nms,
-                                    letterbox=not no_letterbox, nms_kind=nms_kind)  # type: ignore[arg-type]
-            elapsed = time.perf_counter() - start
-            if as_json:
-                click.echo(json.dumps({"image": str(image),
-                                       "detections": [d.to_dict() for d in found]}))
-            else:
-                click.echo(f"{image}: Predicted in {elapsed:f} seconds.")
-                for d in found:
-                    click.echo(f"{d.name}: {d.confidence * 100:.0f}%")
+            found = detect_frame(frame, str(image), {"image": str(image)})
             if not no_save:
                 out = save_dir / f"{image.stem}.jpg"
                 cv2.imwrite(str(out), draw_detections(frame, found, detector.classes))
+
+
+def _detect_video(video: Path, detect_frame: FrameDetector, classes: list[str], save_dir: Path | None,
+                  as_json: bool) -> None:
+    """Every frame of `video` through `detect_frame`; the annotated frames to
+    SAVE_DIR/<stem>.mp4."""
+    from contextlib import nullcontext
+
+    from .draw import draw_detections
+    from .errors import ImageError
+    from .video import VideoReader, VideoWriter
+
+    start = time.perf_counter()
+    with VideoReader(video) as reader:
+        writer = VideoWriter(save_dir / f"{video.stem}.mp4", reader.fps) if save_dir else None
+        frames = 0
+        with writer if writer else nullcontext():
+            for index, frame in enumerate(reader):
+                found = detect_frame(frame, f"{video} frame {index}", {"image": str(video), "frame": index})
+                if writer:
+                    writer.write(draw_detections(frame, found, classes))
+                frames += 1
+    if not frames:
+        raise ImageError(f"no frames could be read from video '{video}'")
+    if not as_json:
+        seconds = time.perf_counter() - start
+        saved = f", saved {writer.path}" if writer else ""
+        click.echo(f"{video}: {frames} frames, {frames / seconds:.1f} FPS{saved}")
 
 
 @main.command("train")

@@ -80,3 +80,55 @@ def test_detect_unreadable_image(yolo, tmp_path: Path) -> None:
     fake.write_text("not an image")
     code, out = run("detect", *yolo, str(fake), "--no-save")
     assert code == 1 and "cannot decode image" in out
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 10) -> None:
+    import cv2
+
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    assert writer.isOpened()
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+
+
+def test_detect_video_frame_by_frame(yolo, tmp_path: Path) -> None:
+    import cv2
+
+    dog = cv2.imread(str(shared_path("darknet/data/dog.jpg")))
+    video = tmp_path / "clip.avi"
+    write_video(video, [dog, np.roll(dog, 8, axis=1), np.roll(dog, 16, axis=1)])
+    code, out = run("detect", *yolo, str(video), "--json", "--save-dir", str(tmp_path / "out"),
+                    "--threads", "2")
+    assert code == 0, out
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [(r["image"], r["frame"]) for r in records] == [(str(video), k) for k in range(3)]
+    for record in records:  # the dog is found in every frame, a little further right each time
+        assert "dog" in {d["name"] for d in record["detections"]}
+    dog_x = [next(d["box"]["x"] for d in r["detections"] if d["name"] == "dog") for r in records]
+    assert dog_x[0] < dog_x[1] < dog_x[2]
+    saved = cv2.VideoCapture(str(tmp_path / "out" / "clip.mp4"))
+    frames = []
+    while True:
+        ok, frame = saved.read()
+        if not ok:
+            break
+        frames.append(frame)
+    saved.release()
+    assert len(frames) == 3 and frames[0].shape == dog.shape
+    assert not list((tmp_path / "out").glob(".*partial*"))  # written under a temporary name, renamed
+
+    code, out = run("detect", *yolo, str(video), "--no-save", "--threads", "2")
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{video} frame 0: Predicted in ")
+    assert "dog: " in "\n".join(lines) and lines[-1].startswith(f"{video}: 3 frames, ")
+
+
+def test_detect_unreadable_video(yolo, tmp_path: Path) -> None:
+    fake = tmp_path / "fake.mp4"
+    fake.write_bytes(b"not a video" * 10)
+    code, out = run("detect", *yolo, str(fake), "--save-dir", str(tmp_path / "out"))
+    assert code == 1 and "fake.mp4" in out and "Traceback" not in out
+    assert not list((tmp_path / "out").glob("*"))  # nothing half-written
