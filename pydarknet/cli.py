@@ -187,7 +187,7 @@ def _detect_video(video: Path, detect_frame: FrameDetector, classes: list[str], 
               help="CPU threads (0 = all).")
 @click.option("--loader-threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="Threads decoding and augmenting training images (0 = one per CPU, at "
-                   "most 16).")
+                   "most 16, with --gpus; else 1).")
 @click.option("--replicas", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Data-parallel training over N CPU replicas (each its own threads).")
 @click.option("--gpus", help="Comma-separated GPU ordinals, one replica each (CUDA builds), "

@@ -1,9 +1,10 @@
 """Detection training data: darknet's image lists and labels, augmented in C
 by darknet's recipe, assembled into batches by a background thread.
 
-Images are decoded with OpenCV (which releases the GIL) and augmented by the
-engine (`dn_detection_sample`, GIL released), so the next batch is prepared
-while the network trains on the current one.  Everything random comes from
+Images are decoded with OpenCV and augmented by the engine
+(`dn_detection_sample`), both releasing the GIL, on a pool of sample
+threads, so the next batch is prepared while the network trains on the
+current one, at the speed of all the CPUs.  Everything random comes from
 the run's seed: which images (drawn with replacement, as darknet's
 get_random_paths), each sample's augmentation (a seed per sample), and the
 multi-scale sizes, so a seeded run is repeatable whatever the thread timing.
@@ -191,7 +192,7 @@ class BatchLoader:
         self.schedule = schedule
         self.seed = seed
         self.workers = workers if workers > 0 else default_workers()
-        self.buffers = None
+        self.buffers: HostBufferPool | None = None
         if pinned:  # every buffer holds the largest batch: multi-scale steps reuse them all
             width, height = schedule.largest()
             self.buffers = HostBufferPool(pinned=True, min_floats=images_per_step * max(replicas, 1)

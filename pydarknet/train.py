@@ -35,7 +35,7 @@ from typing import Callable, Literal
 from .data import DataConfig, read_data_file
 from .errors import ArgumentError, DataError, TrainingInterrupted
 from .files import atomic_write
-from .loader import Augmentation, BatchLoader, DetectionDataset, ScaleSchedule
+from .loader import Augmentation, BatchLoader, DetectionDataset, ScaleSchedule, default_workers
 from .network import DetectionLayerStats, Network
 from .replicas import Trainer
 
@@ -56,7 +56,7 @@ class TrainOptions:
     bad_labels: Literal["error", "skip"] = "error"
     augment: bool = True
     threads: int = 0
-    loader_threads: int = 0            # image decoding/augmentation (0 = one per CPU, <= 16)
+    loader_threads: int = 0            # image decoding/augmentation (0: see loader_threads())
     progress: bool = True
     metrics: bool = True               # <backup>/<cfg>.metrics.jsonl
     chart: bool = True                 # <backup>/<cfg>.loss.png
@@ -68,6 +68,15 @@ class TrainOptions:
     sync_every: int = 4
     sync_bn_stats: bool = True
     warmup_single: int = 0
+
+
+def loader_threads(options: TrainOptions) -> int:
+    """Sample threads of the training loader: as asked, else one per CPU (up
+    to 16) to feed GPUs, and one on the CPU, where the network's own threads
+    use every core and a step takes far longer than loading its images."""
+    if options.loader_threads > 0:
+        return options.loader_threads
+    return default_workers() if options.gpus else 1
 
 
 @dataclass(frozen=True)
@@ -255,7 +264,7 @@ def _train(options: TrainOptions, cfg: Path, data: DataConfig, train_list: Path,
     loader = BatchLoader(dataset, share, net.truth_size, int(params["max_boxes"]), augmentation,
                          schedule, seed, first_batch_num=start_batch,
                          replicas=trainer.replicas, warmup_steps=options.warmup_single,
-                         workers=options.loader_threads, pinned=bool(options.gpus))
+                         workers=loader_threads(options), pinned=bool(options.gpus))
     metrics = (backup / checkpoint_name(cfg, ".metrics.jsonl")).open("a") if options.metrics else None
     chart = LossChart(backup / checkpoint_name(cfg, ".loss.png"), options.chart_every) \
         if options.chart else None

@@ -204,3 +204,15 @@ def test_train_command(tmp_path: Path, shapes_data: Path) -> None:
     # no .data beside the cfg and none given: a clear error
     missing = CliRunner().invoke(main, ["train", str(cfg), "--no-progress"])
     assert missing.exit_code == 1 and "tiny-yolo.data" in missing.output
+
+
+def test_loader_threads_default_to_the_cpus_only_for_gpus(tmp_path: Path) -> None:
+    from pydarknet.loader import default_workers
+    from pydarknet.train import TrainOptions, loader_threads
+
+    cfg = tmp_path / "x.cfg"
+    assert loader_threads(TrainOptions(cfg=cfg)) == 1  # the CPU: the network's threads use the cores
+    assert loader_threads(TrainOptions(cfg=cfg, gpus=(0,))) == default_workers()
+    assert loader_threads(TrainOptions(cfg=cfg, gpus=(0,), loader_threads=3)) == 3
+    assert loader_threads(TrainOptions(cfg=cfg, loader_threads=5)) == 5
+    assert 1 <= default_workers() <= 16
