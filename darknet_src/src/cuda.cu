@@ -294,7 +294,7 @@ static size_t gpu_workspace_floats(const dn_network *net)
 // layer's partials, for training on the im2col path.
 static size_t grad_partials_floats(const dn_network *net)
 {
-    if (!net->grads || dn_built_with_cudnn()) return 0;
+    if (!net->train || dn_built_with_cudnn()) return 0;
     size_t floats = 0;
     for (int i = 0; i < net->n_layers; i++) {
         const dn_layer *l = &net->layers[i];
