@@ -23,31 +23,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "activations.h"
 #include "gemm.h"
 #include "pool.h"
 
-// ---- random numbers ---------------------------------------------------------
+#define TEST_RNG_START 0x9E3779B97F4A7C15ull
+#include "kernel_tests.h"
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-
-static uint64_t rnd_next(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 0x2545F4914F6CDD1Dull;
-}
-
-static int rnd_int(int n) { return (int)(rnd_next() % (uint64_t)n); }
-
-static float rnd_uniform(float lo, float hi)
-{
-    return lo + (hi - lo) * (float)((rnd_next() >> 40) * (1.0 / 16777216.0));
-}
+// ---- random numbers (the generator: kernel_tests.h) ------------------------
 
 /* A dimension: often 0, 1 or tiny, sometimes medium, now and then large. */
 static int rnd_dim(int large)
@@ -452,19 +436,6 @@ static int test_allocation_failure(dn_pool *pool)
 
 // ---- one kernel (child process) ---------------------------------------------
 
-static int cpu_supports(const char *kernel)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (strcmp(kernel, "avx2") == 0) return avx2;
-    if (strcmp(kernel, "avx512") == 0)
-        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
-#endif
-    return strcmp(kernel, "generic") == 0;
-}
-
 static int run_child(void)
 {
     const char *wanted = getenv("PYDARKNET_GEMM");
@@ -508,32 +479,4 @@ static int run_child(void)
     return failed ? 1 : 0;
 }
 
-// ---- driver: one child per kernel -------------------------------------------
-
-static int run_kernel(const char *self, const char *kernel)
-{
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid < 0) return 1;
-    if (pid == 0) {
-        setenv("PYDARKNET_GEMM", kernel, 1);
-        execl(self, self, "--child", (char *)NULL);
-        _exit(127);
-    }
-    int status = 0;
-    if (waitpid(pid, &status, 0) != pid) return 1;
-    return !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-}
-
-int main(int argc, char **argv)
-{
-    const char *seed = getenv("GEMM_TEST_SEED");
-    if (seed) rng_state ^= strtoull(seed, NULL, 0) * 0x9E3779B97F4A7C15ull;
-    if (argc > 1 && strcmp(argv[1], "--child") == 0) return run_child();
-
-    static const char *const kernels[] = {"generic", "avx2", "avx512"};
-    int failed = 0;
-    for (int i = 0; i < 3; i++) failed += run_kernel(argv[0], kernels[i]);
-    printf(failed ? "gemm tests FAILED\n" : "gemm tests passed\n");
-    return failed ? 1 : 0;
-}
+int main(int argc, char **argv) { return run_kernel_tests(argc, argv, "GEMM_TEST_SEED", "gemm", run_child); }
