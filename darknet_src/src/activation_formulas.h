@@ -1,11 +1,12 @@
-/* darknet's activation functions and their gradients, written once for the
- * CPU (activations.c) and the GPU (blas_kernels.cu).  Gradients take the
+/* darknet's activation functions, their gradients and its softmax, written
+ * once for the CPU (activations.c, blas.c) and the GPU (blas_kernels.cu).  Gradients take the
  * activation's OUTPUT, as darknet keeps only the output.  On the CPU, exp()
  * runs in double where darknet calls it on a float (its promotion), so the
  * outputs agree to the last bits; on the GPU, expf. */
 #ifndef DN_ACTIVATION_FORMULAS_H
 #define DN_ACTIVATION_FORMULAS_H
 
+#include <float.h>
 #include <math.h>
 
 #include "activations.h"
@@ -76,6 +77,22 @@ static inline DN_HD float dn_gradient_formula(float y, int a)
     case DN_ACT_SELU: return (y >= 0) * 1.0507f + (y < 0) * (y + 1.0507f * 1.6732f);
     default: return 1.f;
     }
+}
+
+/* darknet's softmax of n values `stride` apart, at temperature temp (its
+ * softmax(): largest from -FLT_MAX, expf). */
+static inline DN_HD void dn_softmax_formula(const float *in, int n, float temp, int stride, float *out)
+{
+    float largest = -FLT_MAX;
+    for (int i = 0; i < n; i++)
+        if (in[i * stride] > largest) largest = in[i * stride];
+    float sum = 0;
+    for (int i = 0; i < n; i++) {
+        float e = expf(in[i * stride] / temp - largest / temp);
+        sum += e;
+        out[i * stride] = e;
+    }
+    for (int i = 0; i < n; i++) out[i * stride] /= sum;
 }
 
 #endif

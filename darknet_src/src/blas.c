@@ -1,8 +1,9 @@
 #include "blas.h"
 
-#include <float.h>
 #include <math.h>
 #include <string.h>
+
+#include "activation_formulas.h"
 
 void dn_fill(float *x, size_t n, float value)
 {
@@ -106,16 +107,7 @@ void dn_batchnorm_inference(dn_pool *pool, float *x, const float *mean, const fl
 
 void dn_softmax(const float *in, int n, float temp, int stride, float *out)
 {
-    float largest = -FLT_MAX;
-    for (int i = 0; i < n; i++)
-        if (in[i * stride] > largest) largest = in[i * stride];
-    float sum = 0;
-    for (int i = 0; i < n; i++) {
-        float e = expf(in[i * stride] / temp - largest / temp);
-        sum += e;
-        out[i * stride] = e;
-    }
-    for (int i = 0; i < n; i++) out[i * stride] /= sum;
+    dn_softmax_formula(in, n, temp, stride, out);
 }
 
 void dn_softmax_blocks(const float *in, int n, int batch, int batch_offset, int groups,

@@ -204,17 +204,7 @@ __global__ void softmax_kernel(const float *in, int n, int batch, int batch_offs
     {
         int b = id / groups, g = id % groups;
         size_t off = (size_t)b * batch_offset + (size_t)g * group_offset;
-        const float *x = in + off;
-        float *y = out + off;
-        float largest = -INFINITY;
-        for (int i = 0; i < n; i++) largest = fmaxf(largest, x[i * stride]);
-        float sum = 0;
-        for (int i = 0; i < n; i++) {
-            float e = expf(x[i * stride] / temp - largest / temp);
-            sum += e;
-            y[i * stride] = e;
-        }
-        for (int i = 0; i < n; i++) y[i * stride] /= sum;
+        dn_softmax_formula(in + off, n, temp, stride, out + off);
     }
 }
 
