@@ -108,6 +108,16 @@ def test_unused_options_warn(tmp_path: Path) -> None:
         Network(path).close()
 
 
+def test_repeated_option_names_the_value_used(tmp_path: Path) -> None:
+    # darknet reads a repeated key's first value (yolov3-openimages.cfg sets batch twice)
+    path = tmp_path / "twice.cfg"
+    path.write_text(NET + CONV.replace("size=3", "size=3\nfilters=9"))
+    with pytest.warns(UserWarning, match=r"twice.cfg:9: \[convolutional\]: 'filters=9' ignored: "
+                                         r"'filters' is set on line 7 \(darknet reads the first\)"):
+        with Network(path) as net:
+            assert net.layers[0].filters == 4
+
+
 def test_bad_predict_calls(tiny_cfg: Path) -> None:
     with Network(tiny_cfg) as net:
         with pytest.raises(ArgumentError, match="float32"):

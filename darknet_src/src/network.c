@@ -179,6 +179,13 @@ static dn_status build_layer(dn_network *net, dn_cfg *cfg, int section_index, in
     return DN_OK;
 }
 
+static const dn_option *first_with_key(const dn_section *s, const char *key)
+{
+    for (int i = 0; i < s->n_options; i++)
+        if (strcmp(s->options[i].key, key) == 0) return &s->options[i];
+    return NULL;
+}
+
 static dn_status collect_unused_options(dn_network *net, const dn_cfg *cfg, char **warnings)
 {
     size_t cap = 0, len = 0;
@@ -188,9 +195,15 @@ static dn_status collect_unused_options(dn_network *net, const dn_cfg *cfg, char
         for (int j = 0; j < s->n_options; j++) {
             const dn_option *o = &s->options[j];
             if (o->used) continue;
+            const dn_option *first = first_with_key(s, o->key);
             char line[512];
-            int n = snprintf(line, sizeof line, "%s:%d: [%s]: unused option '%s=%s'\n", cfg->source,
-                             o->line, s->name, o->key, o->value);
+            int n = first != o && first->used
+                        /* darknet's option_find reads a repeated key's first value */
+                        ? snprintf(line, sizeof line, "%s:%d: [%s]: '%s=%s' ignored: '%s' is set on line %d"
+                                   " (darknet reads the first)\n", cfg->source, o->line, s->name, o->key,
+                                   o->value, o->key, first->line)
+                        : snprintf(line, sizeof line, "%s:%d: [%s]: unused option '%s=%s'\n", cfg->source,
+                                   o->line, s->name, o->key, o->value);
             if (n < 0) continue;
             if (len + (size_t)n + 1 > cap) {
                 cap = 2 * (len + (size_t)n + 1);
