@@ -18,9 +18,16 @@ im2col, col2im), and its forward and backward are compared with a direct
 convolution in numpy: chunks of images that divide the batch or not, one
 image per chunk, groups, 1x1 (the input is its own columns) and strided.
 
+darknet_src/src/layers/conv_cudnn.cu is compiled with DN_CUDNN against
+tests/cuda_emu/fake_cuda/cudnn.h, whose functions give scripted answers and
+log the calls (tests/cuda_emu/cudnn_driver.cpp): its choice of algorithms
+(measured, else cuDNN's heuristics; FP32 FMA math within the workspace
+limit), one choice per input shape, kept for the shapes it has seen.
+
 The GPU itself is checked by tests/gpu (CPU vs GPU) on a machine with one."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -250,3 +257,84 @@ def test_convolution_chunks_match_direct_convolution(conv_driver: Path, tmp_path
     for name, reference in expected.items():
         got = np.fromfile(tmp_path / f"{name}.bin", np.float32).reshape(reference.shape)
         assert relative_error(got, reference) < TOLERANCE, name
+
+
+# ---- cuDNN's algorithm choice -----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cudnn_driver(drivers: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    src = ROOT / "darknet_src" / "src"
+    exe = tmp_path_factory.mktemp("cudnn_emu") / "cudnn_driver"
+    result = subprocess.run(
+        ["g++", "-std=c++20", "-O1", "-pthread", "-DDN_CUDNN", f"-I{EMU / 'fake_cuda'}", f"-I{EMU}", f"-I{src}",
+         f"-I{ROOT / 'darknet_src' / 'include'}", "-include", "cuda_emu.hpp", str(EMU / "cudnn_driver.cpp"),
+         "-x", "c++", str(src / "layers" / "conv_cudnn.cu"), "-o", str(exe)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return exe
+
+
+def run_cudnn(driver: Path, steps: list[str], **env: str) -> list[str]:
+    """The driver's log: "find|guess KIND h=H" per query, "run KIND algo=A
+    workspace=BYTES pending=0|1 n=N h=H" per convolution, "error ..." per failure."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DN_FAKE_", "PYDARKNET_CUDNN"))}
+    run = subprocess.run([str(driver), *steps], capture_output=True, text=True, timeout=60, env={**clean, **env})
+    assert run.returncode == 0, run.stderr
+    return [line for line in run.stdout.splitlines() if not line.startswith("workspace allocated")]
+
+
+def queries(log: list[str]) -> list[str]:
+    return [line for line in log if line.startswith(("find", "guess"))]
+
+
+def runs(log: list[str]) -> list[tuple[str, int, int]]:
+    """(kind, algorithm, workspace bytes) of each convolution run"""
+    out = []
+    for line in log:
+        if line.startswith("run "):
+            fields = dict(f.split("=") for f in line.split()[2:])
+            assert fields["pending"] == "0", line  # no stale CUDA error left for the next launch
+            out.append((line.split()[1], int(fields["algo"]), int(fields["workspace"])))
+    return out
+
+
+def test_cudnn_measures_each_shape_once(cudnn_driver: Path) -> None:
+    # measured lists (fastest first): a tensor-core algorithm, one over the 1 GiB
+    # limit, then the FP32 one: H % 5 forward, 10 + H % 4 backward, H * 100 bytes
+    log = run_cudnn(cudnn_driver, ["fwd:2:33:33", "fwd:2:33:33", "fwd:2:50:50", "fwd:2:33:33",
+                                   "bwd:2:33:33", "bwd:2:33:33", "bwd-first:4:50:50", "bwd:4:50:50",
+                                   "fwd:2:33:40"])
+    assert queries(log) == ["find forward h=33", "find forward h=50",
+                            "find filter h=33", "find data h=33",
+                            "find forward h=50", "find filter h=50",  # batch 4: a shape of its own
+                            "find data h=50",  # the first layer's backward needs no data algorithm
+                            "find forward h=33"]  # another width
+    assert runs(log) == [("forward", 3, 3300), ("forward", 3, 3300), ("forward", 0, 5000), ("forward", 3, 3300),
+                         ("filter", 11, 3300), ("data", 11, 3300), ("filter", 11, 3300), ("data", 11, 3300),
+                         ("filter", 12, 5000), ("filter", 12, 5000), ("data", 12, 5000), ("forward", 3, 3300)]
+
+
+def test_cudnn_forgets_the_oldest_of_17_shapes(cudnn_driver: Path) -> None:
+    sizes = list(range(20, 37))  # 17 input sizes; 16 are kept
+    log = run_cudnn(cudnn_driver, [f"fwd:1:{h}:{h}" for h in sizes] + ["fwd:1:36:36", "fwd:1:21:21", "fwd:1:20:20"])
+    assert queries(log) == [f"find forward h={h}" for h in sizes] + ["find forward h=20"]
+    assert [algo for _, algo, _ in runs(log)[-3:]] == [36 % 5, 21 % 5, 20 % 5]
+
+
+def test_cudnn_falls_back_to_heuristics(cudnn_driver: Path) -> None:
+    # heuristics lists: one NOT_SUPPORTED, then algorithm 4 (backward 14) with H * 10 bytes
+    steps = ["fwd:1:16:16", "bwd:1:16:16", "fwd:1:16:16"]
+    failed = run_cudnn(cudnn_driver, steps, DN_FAKE_FIND_FAILS="1")  # measuring runs out of memory
+    assert queries(failed) == ["find forward h=16", "guess forward h=16", "find filter h=16", "guess filter h=16",
+                               "find data h=16", "guess data h=16"]
+    assert runs(failed) == [("forward", 4, 160), ("filter", 14, 160), ("data", 14, 160), ("forward", 4, 160)]
+    heuristics_only = run_cudnn(cudnn_driver, steps, PYDARKNET_CUDNN_FIND="0")
+    assert queries(heuristics_only) == ["guess forward h=16", "guess filter h=16", "guess data h=16"]
+    assert runs(heuristics_only) == runs(failed)
+
+
+def test_cudnn_without_an_fp32_algorithm_is_an_error(cudnn_driver: Path) -> None:
+    log = run_cudnn(cudnn_driver, ["fwd:1:16:16", "fwd:1:16:16"], DN_FAKE_NO_FP32="1")
+    assert runs(log) == []
+    errors = [line for line in log if line.startswith("error")]
+    assert len(errors) == 2 and all("no FP32 forward algorithm" in e for e in errors)
+    assert queries(log) == ["find forward h=16", "guess forward h=16"] * 2  # nothing half-made is kept

@@ -25,6 +25,7 @@ struct dn_gpu {
     void *dnn;                // cuDNN handle, made on first use (conv_cudnn.cu; NULL otherwise)
     void *dnn_workspace;      // cuDNN scratch, grown to the largest algorithm chosen
     size_t dnn_workspace_bytes;
+    int dnn_measure;          // choose cuDNN algorithms by running them (PYDARKNET_CUDNN_FIND, default 1)
     dn_status error;          // first failure inside a layer (layer functions return void)
     char error_message[512];
 };

@@ -19,6 +19,7 @@ DN_API_CPP int dn_built_with_cudnn(void) { return 0; }
 
 #else
 
+#include <stdlib.h>
 #include <string.h>
 
 #include <cudnn.h>
@@ -42,19 +43,34 @@ static dn_status cudnn_fail(cudnnStatus_t s, const char *call, const char *file,
         if (dn_s_ != CUDNN_STATUS_SUCCESS) return cudnn_fail(dn_s_, #call, __FILE__, __LINE__); \
     } while (0)
 
-// What cuDNN needs for one convolution layer, made for one input shape.
+// The algorithms chosen for one input shape of a layer.
+typedef struct {
+    int batch, in_h, in_w;        // the shape (0: an empty slot)
+    cudnnConvolutionFwdAlgo_t forward_algo;
+    size_t forward_bytes;
+    int has_filter_algo;          // chosen on the first backward for this shape
+    cudnnConvolutionBwdFilterAlgo_t filter_algo;
+    size_t filter_bytes;
+    int has_data_algo;            // ... that has an input delta (not the network's first layer)
+    cudnnConvolutionBwdDataAlgo_t data_algo;
+    size_t data_bytes;
+} conv_algos;
+
+// Shapes remembered per layer: multi-scale training visits 10 input sizes
+// (320 to 608), and a measured choice costs a run of every algorithm.
+#ifndef DN_CUDNN_SHAPES
+#define DN_CUDNN_SHAPES 16
+#endif
+
+// What cuDNN needs for one convolution layer.
 typedef struct {
     int batch, in_h, in_w;        // the shape the descriptors describe (0: none yet)
     cudnnTensorDescriptor_t input, output;
     cudnnFilterDescriptor_t weights;
     cudnnConvolutionDescriptor_t conv;
-    cudnnConvolutionFwdAlgo_t forward_algo;
-    size_t forward_bytes;
-    int has_backward_algos;       // chosen on the first backward for this shape
-    cudnnConvolutionBwdDataAlgo_t data_algo;
-    size_t data_bytes;
-    cudnnConvolutionBwdFilterAlgo_t filter_algo;
-    size_t filter_bytes;
+    conv_algos shapes[DN_CUDNN_SHAPES];
+    int next_slot;                // where a new shape goes once every slot is taken (oldest first)
+    conv_algos *algos;            // the current shape's
 } conv_dnn;
 
 static int uses_tensor_cores(cudnnMathType_t math)
@@ -73,6 +89,9 @@ static dn_status handle_of(dn_gpu *gpu, cudnnHandle_t *out)
             return cudnn_fail(s, "cudnnSetStream", __FILE__, __LINE__);
         }
         gpu->dnn = handle;
+        // PYDARKNET_CUDNN_FIND=0: cuDNN's heuristics only, no measuring
+        const char *find = getenv("PYDARKNET_CUDNN_FIND");
+        gpu->dnn_measure = !(find && strcmp(find, "0") == 0);
     }
     *out = (cudnnHandle_t)gpu->dnn;
     return DN_OK;
@@ -139,52 +158,99 @@ static dn_status describe(const dn_layer *l, conv_dnn *d)
     return DN_OK;
 }
 
-// The first algorithm of cuDNN's heuristics (fastest first) that runs in FP32
-// FMA math within the workspace limit.
-#define CHOOSE_ALGO(perf_type, count, query, algo_out, bytes_out, what)                         \
-    do {                                                                                          \
-        perf_type perf[count];                                                                    \
-        int returned = 0;                                                                         \
-        DNN_TRY(query);                                                                           \
-        for (int i = 0; i < returned; i++)                                                        \
-            if (perf[i].status == CUDNN_STATUS_SUCCESS && !uses_tensor_cores(perf[i].mathType) && \
-                perf[i].memory <= workspace_limit) {                                              \
-                *(algo_out) = perf[i].algo;                                                       \
-                *(bytes_out) = perf[i].memory;                                                    \
-                return DN_OK;                                                                     \
-            }                                                                                     \
+// The first entry (they come fastest first) that runs in FP32 FMA math within
+// the workspace limit; 0 when none does.
+template <typename Perf, typename Algo>
+static int pick(const Perf *perf, int returned, Algo *algo, size_t *bytes)
+{
+    for (int i = 0; i < returned; i++)
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && !uses_tensor_cores(perf[i].mathType) &&
+            perf[i].memory <= workspace_limit) {
+            *algo = perf[i].algo;
+            *bytes = perf[i].memory;
+            return 1;
+        }
+    return 0;
+}
+
+// One algorithm for one of the three convolutions: measured (cudnnFind*,
+// which runs every algorithm on buffers of its own, as PyTorch's
+// cudnn.benchmark does), else from cuDNN's heuristics (darknet's way) where
+// measuring is off or fails (it needs memory of its own for the trials).
+#define CHOOSE_ALGO(perf_type, count, find_call, heuristics_call, algo_out, bytes_out, what)              \
+    do {                                                                                                 \
+        perf_type perf[count];                                                                           \
+        int returned = 0;                                                                                \
+        if (measure) {                                                                                   \
+            if ((find_call) == CUDNN_STATUS_SUCCESS && pick(perf, returned, algo_out, bytes_out))         \
+                return DN_OK;                                                                            \
+            cudaGetLastError(); /* a failed trial allocation is not the next kernel's error */           \
+        }                                                                                                \
+        returned = 0;                                                                                    \
+        DNN_TRY(heuristics_call);                                                                        \
+        if (pick(perf, returned, algo_out, bytes_out)) return DN_OK;                                     \
         return DN_FAIL(DN_ERR_UNSUPPORTED, "cuDNN has no FP32 %s algorithm for this convolution", what); \
     } while (0)
 
-static dn_status choose_forward(cudnnHandle_t handle, conv_dnn *d)
+static dn_status choose_forward(cudnnHandle_t handle, const conv_dnn *d, int measure, conv_algos *a)
 {
     CHOOSE_ALGO(cudnnConvolutionFwdAlgoPerf_t, CUDNN_CONVOLUTION_FWD_ALGO_COUNT,
+                cudnnFindConvolutionForwardAlgorithm(handle, d->input, d->weights, d->conv, d->output,
+                                                     CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf),
                 cudnnGetConvolutionForwardAlgorithm_v7(handle, d->input, d->weights, d->conv, d->output,
                                                        CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf),
-                &d->forward_algo, &d->forward_bytes, "forward");
+                &a->forward_algo, &a->forward_bytes, "forward");
 }
 
-static dn_status choose_backward_data(cudnnHandle_t handle, conv_dnn *d)
+static dn_status choose_backward_data(cudnnHandle_t handle, const conv_dnn *d, int measure, conv_algos *a)
 {
     CHOOSE_ALGO(cudnnConvolutionBwdDataAlgoPerf_t, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-                cudnnGetConvolutionBackwardDataAlgorithm_v7(handle, d->weights, d->output, d->conv,
-                                                            d->input, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
-                                                            &returned, perf),
-                &d->data_algo, &d->data_bytes, "backward-data");
+                cudnnFindConvolutionBackwardDataAlgorithm(handle, d->weights, d->output, d->conv, d->input,
+                                                          CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf),
+                cudnnGetConvolutionBackwardDataAlgorithm_v7(handle, d->weights, d->output, d->conv, d->input,
+                                                            CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned,
+                                                            perf),
+                &a->data_algo, &a->data_bytes, "backward-data");
 }
 
-static dn_status choose_backward_filter(cudnnHandle_t handle, conv_dnn *d)
+static dn_status choose_backward_filter(cudnnHandle_t handle, const conv_dnn *d, int measure, conv_algos *a)
 {
     CHOOSE_ALGO(cudnnConvolutionBwdFilterAlgoPerf_t, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-                cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle, d->input, d->output, d->conv,
-                                                              d->weights, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT,
-                                                              &returned, perf),
-                &d->filter_algo, &d->filter_bytes, "backward-filter");
+                cudnnFindConvolutionBackwardFilterAlgorithm(handle, d->input, d->output, d->conv, d->weights,
+                                                            CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned,
+                                                            perf),
+                cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle, d->input, d->output, d->conv, d->weights,
+                                                              CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned,
+                                                              perf),
+                &a->filter_algo, &a->filter_bytes, "backward-filter");
 }
 
-// The layer's descriptors for its current shape (made or remade when the
-// batch or the input size changed), with the backward algorithms on request.
-static dn_status prepare(dn_layer *l, cudnnHandle_t handle, int backward, conv_dnn **out)
+// The slot of the layer's current shape: found, or a fresh one (the oldest
+// shape's once all are taken) with its forward algorithm chosen.
+static dn_status algos_for_shape(const dn_layer *l, cudnnHandle_t handle, int measure, conv_dnn *d)
+{
+    for (int i = 0; i < DN_CUDNN_SHAPES; i++) {
+        conv_algos *a = &d->shapes[i];
+        if (a->batch == l->batch && a->in_h == l->in_h && a->in_w == l->in_w) {
+            d->algos = a;
+            return DN_OK;
+        }
+    }
+    conv_algos *a = &d->shapes[d->next_slot];
+    memset(a, 0, sizeof *a);
+    DN_TRY(choose_forward(handle, d, measure, a));
+    a->batch = l->batch;
+    a->in_h = l->in_h;
+    a->in_w = l->in_w;
+    d->next_slot = (d->next_slot + 1) % DN_CUDNN_SHAPES;
+    d->algos = a;
+    return DN_OK;
+}
+
+// The layer's descriptors for its current shape (described again when the
+// batch or the input size changed) and that shape's algorithms, the backward
+// ones on request (backward 1: the weight gradient's, 2: also the input delta's).
+static dn_status prepare(dn_layer *l, cudnnHandle_t handle, int measure, int backward, conv_dnn **out)
 {
     conv_dnn *d = (conv_dnn *)l->gpu.dnn;
     if (!d) {
@@ -195,17 +261,21 @@ static dn_status prepare(dn_layer *l, cudnnHandle_t handle, int backward, conv_d
     }
     if (d->batch != l->batch || d->in_h != l->in_h || d->in_w != l->in_w) {
         d->batch = 0;
-        d->has_backward_algos = 0;
+        d->algos = NULL;
         DN_TRY(describe(l, d));
-        DN_TRY(choose_forward(handle, d));
+        DN_TRY(algos_for_shape(l, handle, measure, d));
         d->batch = l->batch;
         d->in_h = l->in_h;
         d->in_w = l->in_w;
     }
-    if (backward && !d->has_backward_algos) {
-        DN_TRY(choose_backward_data(handle, d));
-        DN_TRY(choose_backward_filter(handle, d));
-        d->has_backward_algos = 1;
+    conv_algos *a = d->algos;
+    if (backward >= 1 && !a->has_filter_algo) {
+        DN_TRY(choose_backward_filter(handle, d, measure, a));
+        a->has_filter_algo = 1;
+    }
+    if (backward >= 2 && !a->has_data_algo) {
+        DN_TRY(choose_backward_data(handle, d, measure, a));
+        a->has_data_algo = 1;
     }
     *out = d;
     return DN_OK;
@@ -214,7 +284,7 @@ static dn_status prepare(dn_layer *l, cudnnHandle_t handle, int backward, conv_d
 static dn_status begin(dn_layer *l, dn_gpu *gpu, int backward, cudnnHandle_t *handle, conv_dnn **d)
 {
     DN_TRY(handle_of(gpu, handle));
-    return prepare(l, *handle, backward, d);
+    return prepare(l, *handle, gpu->dnn_measure, backward, d);
 }
 
 static dn_status forward(dn_layer *l, const dn_ctx *ctx)
@@ -224,10 +294,11 @@ static dn_status forward(dn_layer *l, const dn_ctx *ctx)
     conv_dnn *d;
     void *workspace;
     DN_TRY(begin(l, gpu, 0, &handle, &d));
-    DN_TRY(workspace_of(gpu, d->forward_bytes, &workspace));
+    const conv_algos *a = d->algos;
+    DN_TRY(workspace_of(gpu, a->forward_bytes, &workspace));
     const float one = 1.f, zero = 0.f;
     DNN_TRY(cudnnConvolutionForward(handle, &one, d->input, ctx->gpu->input, d->weights, l->gpu.weights,
-                                    d->conv, d->forward_algo, workspace, d->forward_bytes, &zero,
+                                    d->conv, a->forward_algo, workspace, a->forward_bytes, &zero,
                                     d->output, l->gpu.output));
     return DN_OK;
 }
@@ -240,17 +311,19 @@ static dn_status backward(dn_layer *l, const dn_ctx *ctx)
     cudnnHandle_t handle;
     conv_dnn *d;
     void *workspace;
-    DN_TRY(begin(l, gpu, 1, &handle, &d));
-    size_t bytes = d->filter_bytes > d->data_bytes ? d->filter_bytes : d->data_bytes;
+    DN_TRY(begin(l, gpu, ctx->gpu->input_delta ? 2 : 1, &handle, &d));
+    const conv_algos *a = d->algos;
+    size_t bytes = a->filter_bytes;
+    if (ctx->gpu->input_delta && a->data_bytes > bytes) bytes = a->data_bytes;
     DN_TRY(workspace_of(gpu, bytes, &workspace));
     const float one = 1.f;
     DNN_TRY(cudnnConvolutionBackwardFilter(handle, &one, d->input, ctx->gpu->input, d->output,
-                                           l->gpu.delta, d->conv, d->filter_algo, workspace,
-                                           d->filter_bytes, &one, d->weights, l->gpu.weight_grads));
+                                           l->gpu.delta, d->conv, a->filter_algo, workspace,
+                                           a->filter_bytes, &one, d->weights, l->gpu.weight_grads));
     if (ctx->gpu->input_delta)
         DNN_TRY(cudnnConvolutionBackwardData(handle, &one, d->weights, l->gpu.weights, d->output,
-                                             l->gpu.delta, d->conv, d->data_algo, workspace,
-                                             d->data_bytes, &one, d->input, ctx->gpu->input_delta));
+                                             l->gpu.delta, d->conv, a->data_algo, workspace,
+                                             a->data_bytes, &one, d->input, ctx->gpu->input_delta));
     return DN_OK;
 }
 
