@@ -209,23 +209,35 @@ def direct_convolution(x: np.ndarray, w: np.ndarray, bias: np.ndarray, delta: np
             "bias_grads": delta.sum(axis=(0, 2, 3)), "input_delta": padded_delta[:, :, pad:pad + H, pad:pad + W]}
 
 
-@pytest.mark.parametrize("B,C,H,F,size,stride,pad,groups,chunk", [
-    (5, 3, 7, 4, 3, 1, 1, 1, 2),    # chunks of 2, 2, 1
-    (5, 3, 7, 4, 3, 1, 1, 1, 1),    # one image per chunk (darknet's loop)
-    (5, 3, 7, 4, 3, 1, 1, 1, 5),    # the whole batch at once
-    (4, 6, 5, 5, 1, 1, 0, 1, 0),    # 1x1: the input is its own columns, no scratch
-    (3, 4, 6, 6, 3, 1, 1, 2, 2),    # groups, chunks of 2 and 1
-    (3, 4, 5, 4, 1, 1, 0, 2, 0),    # grouped 1x1
-    (3, 2, 8, 3, 3, 2, 1, 1, 2),    # stride 2
-    (2, 3, 6, 4, 1, 2, 0, 1, 2),    # 1x1 with stride 2: im2col after all
-    (3, 3, 12, 4, 3, 1, 1, 1, 2),   # weight gradients split: 144 pixels in 9 ranges of 16
-    (2, 3, 13, 4, 3, 1, 1, 1, 2),   # 169 pixels: 10 ranges of 16 and 9 left over
-    (2, 4, 13, 4, 3, 1, 1, 2, 1),   # split, per group
-    (2, 6, 11, 5, 1, 1, 0, 1, 0),   # split 1x1 (121 pixels: 7 ranges of 17, 2 left over)
+def wide_images(B: int, filters: int, spatial: int, segments: int, one_by_one: bool, scratch_floats: int) -> int:
+    """Images per weight-gradient GEMM over side-by-side columns, as
+    convolutional_layer.cu chooses it (0: per image or split)."""
+    if one_by_one or B < 2 or segments > 1:
+        return 0
+    images = min(B, scratch_floats // (filters * spatial))
+    return images if images >= 2 else 0
+
+
+@pytest.mark.parametrize("B,C,H,F,size,stride,pad,groups,chunk,scratch_images", [
+    (5, 3, 7, 4, 3, 1, 1, 1, 2, None),    # chunks of 2, 2, 1 (one wide GEMM per chunk of 2)
+    (5, 3, 7, 4, 3, 1, 1, 1, 1, None),    # one image per chunk (darknet's loop)
+    (5, 3, 7, 4, 3, 1, 1, 1, 5, None),    # the whole batch at once
+    (5, 3, 7, 4, 3, 1, 1, 1, 5, 2),       # wide GEMMs over 2, 2 and 1 image (scratch for 2)
+    (5, 3, 7, 4, 3, 1, 1, 1, 5, 1),       # scratch for 1 image only: per image
+    (4, 6, 5, 5, 1, 1, 0, 1, 0, None),    # 1x1: the input is its own columns, no scratch
+    (3, 4, 6, 6, 3, 1, 1, 2, 2, None),    # groups, chunks of 2 and 1
+    (4, 4, 6, 6, 3, 1, 1, 2, 4, 3),       # groups, wide GEMMs over 3 and 1 image
+    (3, 4, 5, 4, 1, 1, 0, 2, 0, None),    # grouped 1x1
+    (3, 2, 8, 3, 3, 2, 1, 1, 2, None),    # stride 2
+    (2, 3, 6, 4, 1, 2, 0, 1, 2, None),    # 1x1 with stride 2: im2col after all
+    (3, 3, 12, 4, 3, 1, 1, 1, 2, None),   # weight gradients split: 144 pixels in 9 ranges of 16
+    (2, 3, 13, 4, 3, 1, 1, 1, 2, None),   # 169 pixels: 10 ranges of 16 and 9 left over
+    (2, 4, 13, 4, 3, 1, 1, 2, 1, None),   # split, per group
+    (2, 6, 11, 5, 1, 1, 0, 1, 0, None),   # split 1x1 (121 pixels: 7 ranges of 17, 2 left over)
 ])
 def test_convolution_chunks_match_direct_convolution(conv_driver: Path, tmp_path: Path, B: int, C: int, H: int,
                                                      F: int, size: int, stride: int, pad: int, groups: int,
-                                                     chunk: int) -> None:
+                                                     chunk: int, scratch_images: int | None) -> None:
     rng = np.random.default_rng(B + 10 * C + 100 * H + 1000 * F + size + groups)
     out_h = (H + 2 * pad - size) // stride + 1
     x = rng.standard_normal((B, C, H, H)).astype(np.float32)
@@ -237,18 +249,33 @@ def test_convolution_chunks_match_direct_convolution(conv_driver: Path, tmp_path
     columns = size * size * (C // groups) * out_h * out_h
     # scratch for `chunk` images' columns plus a little (never a whole extra image)
     workspace = chunk * columns + columns // 2 if chunk else 1
+    spatial, group_filters = out_h * out_h, F // groups
+    segments = grad_segments(group_filters, size * size * C // groups, spatial)
+    one_by_one = size == 1 and stride == 1 and pad == 0
+    # the weight gradients' scratch: the library's sizing (the split's partials, or
+    # the whole batch's deltas), or `scratch_images` images' deltas and a little
+    scratch = None if scratch_images is None else scratch_images * group_filters * spatial + spatial // 2
     run = subprocess.run([str(conv_driver), str(tmp_path), str(B), str(C), str(H), str(H), str(F), str(size),
-                          str(stride), str(pad), str(groups), str(workspace)],
+                          str(stride), str(pad), str(groups), str(workspace), *([str(scratch)] if scratch else [])],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    forward_gemms, forward_batched, backward_gemms, backward_batched, segments = map(int, run.stdout.split())
-    chunks = 1 if not chunk else -(-B // chunk)
-    spatial = out_h * out_h
-    assert segments == grad_segments(F // groups, size * size * C // groups, spatial)
-    # one batched GEMM per chunk and group each way; weight gradients per image and
-    # group: one GEMM, or one batched GEMM over the pixel ranges (+ one for the rest)
+    forward_gemms, forward_batched, backward_gemms, backward_batched, used_segments, im2cols = \
+        map(int, run.stdout.split())
+    chunk_sizes = [B] if not chunk else [min(chunk, B - first) for first in range(0, B, chunk)]
+    chunks = len(chunk_sizes)
+    assert used_segments == segments
+    wide = wide_images(B, group_filters, spatial, segments, one_by_one,
+                       scratch if scratch else (B if segments == 1 else 0) * group_filters * spatial)
+    assert (wide > 0) == (not one_by_one and segments == 1 and (scratch_images or B) >= 2)
+    # one batched GEMM per chunk and group each way; weight gradients per chunk and
+    # group: one GEMM per `wide` images, or per image one GEMM or one batched GEMM
+    # over the pixel ranges (+ one for the rest); one im2col launch per chunk and group
     assert (forward_gemms, forward_batched) == (0, chunks * groups)
-    if segments == 1:
+    assert im2cols == (0 if one_by_one else 2 * chunks * groups)
+    if wide:
+        assert (backward_gemms, backward_batched) == (groups * sum(-(-n // wide) for n in chunk_sizes),
+                                                      chunks * groups)
+    elif segments == 1:
         assert (backward_gemms, backward_batched) == (B * groups, chunks * groups)
     else:
         rest = spatial % segments

@@ -1,6 +1,7 @@
 // Element-wise and reduction kernels shared by the CUDA layers; each mirrors
 // the CPU function of the same name in blas.c / activations.c / im2col.c.
 #include "cuda_common.cuh"
+#include "im2col_kernels.cuh"
 
 extern "C" {
 #include "activation_formulas.h"
@@ -128,59 +129,17 @@ void dn_gradient_gpu(dn_gpu *gpu, const float *y, size_t n, int activation, floa
     GPU_LAUNCHED(gpu);
 }
 
-// ---- im2col / col2im (darknet's column layout, im2col.h) ------------------------------
+// ---- im2col / col2im (darknet's column layout, im2col.h; kernels in im2col_kernels.cuh) ----
 
-__global__ void im2col_kernel(const float *im, int channels, int height, int width, int ksize,
-                              int stride, int pad, int out_h, int out_w, float *col, size_t n)
-{
-    GRID_STRIDE(i, n)
-    {
-        int ox = i % out_w;
-        int oy = (i / out_w) % out_h;
-        int row = i / ((size_t)out_w * out_h);  // c * k * k + ky * k + kx
-        int kx = row % ksize, ky = (row / ksize) % ksize, c = row / ksize / ksize;
-        int iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
-        col[i] = (iy >= 0 && iy < height && ix >= 0 && ix < width)
-                     ? im[((size_t)c * height + iy) * width + ix]
-                     : 0.f;
-    }
-}
-
-// one thread per image pixel: gather every column entry that maps to it
-__global__ void col2im_kernel(const float *col, int channels, int height, int width, int ksize,
-                              int stride, int pad, int out_h, int out_w, float *im, size_t n)
-{
-    GRID_STRIDE(i, n)
-    {
-        int x = i % width;
-        int y = (i / width) % height;
-        int c = i / ((size_t)width * height);
-        float sum = 0;
-        for (int ky = 0; ky < ksize; ky++) {
-            int oy_num = y + pad - ky;
-            if (oy_num < 0 || oy_num % stride) continue;
-            int oy = oy_num / stride;
-            if (oy >= out_h) continue;
-            for (int kx = 0; kx < ksize; kx++) {
-                int ox_num = x + pad - kx;
-                if (ox_num < 0 || ox_num % stride) continue;
-                int ox = ox_num / stride;
-                if (ox >= out_w) continue;
-                int row = (c * ksize + ky) * ksize + kx;
-                sum += col[((size_t)row * out_h + oy) * out_w + ox];
-            }
-        }
-        im[i] += sum;
-    }
-}
-
-void dn_im2col_gpu(dn_gpu *gpu, const float *im, int channels, int height, int width, int ksize,
-                   int stride, int pad, float *col)
+void dn_im2col_images_gpu(dn_gpu *gpu, const float *im, size_t im_image, int count, int channels, int height,
+                          int width, int ksize, int stride, int pad, float *col, size_t col_image, size_t col_ld)
 {
     int out_h = (height + 2 * pad - ksize) / stride + 1, out_w = (width + 2 * pad - ksize) / stride + 1;
-    size_t n = (size_t)channels * ksize * ksize * out_h * out_w;
-    im2col_kernel<<<dn_blocks(n), 256, 0, gpu->stream>>>(im, channels, height, width, ksize, stride,
-                                                         pad, out_h, out_w, col, n);
+    size_t per_image = (size_t)channels * ksize * ksize * out_h * out_w, n = per_image * count;
+    if (!n) return;
+    im2col_images_kernel<<<dn_blocks(n), 256, 0, gpu->stream>>>(im, im_image, channels, height, width, ksize,
+                                                                stride, pad, out_h, out_w, col, col_image, col_ld,
+                                                                per_image, n);
     GPU_LAUNCHED(gpu);
 }
 
@@ -191,6 +150,16 @@ void dn_col2im_gpu(dn_gpu *gpu, const float *col, int channels, int height, int 
     size_t n = (size_t)channels * height * width;
     col2im_kernel<<<dn_blocks(n), 256, 0, gpu->stream>>>(col, channels, height, width, ksize, stride,
                                                          pad, out_h, out_w, im, n);
+    GPU_LAUNCHED(gpu);
+}
+
+void dn_copy_blocks_gpu(dn_gpu *gpu, int count, int rows, int width, const float *src, size_t src_block,
+                        size_t src_ld, float *dst, size_t dst_block, size_t dst_ld)
+{
+    size_t n = (size_t)count * rows * width;
+    if (!n) return;
+    copy_blocks_kernel<<<dn_blocks(n), 256, 0, gpu->stream>>>(src, src_block, src_ld, dst, dst_block, dst_ld, rows,
+                                                              width, n);
     GPU_LAUNCHED(gpu);
 }
 

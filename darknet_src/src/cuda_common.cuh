@@ -87,10 +87,15 @@ void dn_scale_bias_gpu(dn_gpu *gpu, float *out, const float *scale, int B, int C
 void dn_backward_bias_gpu(dn_gpu *gpu, float *bias_grad, const float *delta, int B, int C, int S);
 void dn_activate_gpu(dn_gpu *gpu, float *x, size_t n, int activation);
 void dn_gradient_gpu(dn_gpu *gpu, const float *y, size_t n, int activation, float *delta);
-void dn_im2col_gpu(dn_gpu *gpu, const float *im, int channels, int height, int width, int ksize,
-                   int stride, int pad, float *col);
+// im2col of `count` images (the i-th at im + i * im_image), each image's
+// columns at col + i * col_image with rows col_ld apart (im2col_kernels.cuh)
+void dn_im2col_images_gpu(dn_gpu *gpu, const float *im, size_t im_image, int count, int channels, int height,
+                          int width, int ksize, int stride, int pad, float *col, size_t col_image, size_t col_ld);
 void dn_col2im_gpu(dn_gpu *gpu, const float *col, int channels, int height, int width, int ksize,
                    int stride, int pad, float *im);
+// count blocks of rows x width floats: dst[b * dst_block + r * dst_ld + x] = src[b * src_block + r * src_ld + x]
+void dn_copy_blocks_gpu(dn_gpu *gpu, int count, int rows, int width, const float *src, size_t src_block,
+                        size_t src_ld, float *dst, size_t dst_block, size_t dst_ld);
 void dn_softmax_blocks_gpu(dn_gpu *gpu, const float *in, int n, int batch, int batch_offset,
                            int groups, int group_offset, int stride, float temp, float *out);
 void dn_sgd_gpu(dn_gpu *gpu, float *param, float *grad, float *velocity, size_t n,

@@ -1,12 +1,14 @@
 // Runs convolutional_layer.cu's im2col path (the chunking, group and stride
 // arithmetic around its GEMMs) on the CPU: the file is compiled as C++
-// against fake CUDA headers, and the device helpers it calls (GEMM,
-// strided-batched GEMM, im2col, col2im, bias, row sums) are CPU versions
-// written here from their documented meaning.
-//   conv_driver DIR B C H W FILTERS SIZE STRIDE PAD GROUPS WORKSPACE_FLOATS
+// against fake CUDA headers; the GEMMs, bias and row sums it calls are CPU
+// versions written here from their documented meaning, and im2col, col2im
+// and the block copy are the library's kernels (im2col_kernels.cuh) run
+// through cuda_emu.hpp.
+//   conv_driver DIR B C H W FILTERS SIZE STRIDE PAD GROUPS WORKSPACE_FLOATS [PARTIALS_FLOATS]
 // reads DIR/{input,weights,biases,delta}.bin, writes DIR/{output,
 // weight_grads,bias_grads,input_delta}.bin and prints the GEMM calls of
-// each pass and the weight gradient's pixel ranges.
+// each pass, the weight gradient's pixel ranges and the im2col launches.
+// PARTIALS_FLOATS: the weight gradients' scratch (default: as cuda.cu sizes it).
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -15,6 +17,7 @@
 
 #include "cuda_common.cuh"
 #include "float_files.hpp"
+#include "im2col_kernels.cuh"
 #include "layers/batchnorm_gpu.cuh"
 
 // ---- the device helpers, on the CPU ----------------------------------------------------
@@ -24,7 +27,7 @@ void dn_gpu_record(dn_gpu *, dn_status status)
     if (status != DN_OK) abort();
 }
 
-static int gemm_calls, strided_calls;
+static int gemm_calls, strided_calls, im2col_calls;
 
 // row-major C = alpha op(A) op(B) + beta C
 static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
@@ -59,37 +62,37 @@ void dn_gemm_strided_gpu(dn_gpu *, int ta, int tb, int M, int N, int K, float al
         gemm(ta, tb, M, N, K, alpha, A + i * stride_a, lda, B + i * stride_b, ldb, beta, C + i * stride_c, ldc);
 }
 
-// darknet's columns: row (c, ky, kx), column (oy, ox); visit(column entry,
-// image index or -1 where the window lies in the padding)
-template <typename Visit>
-static void for_each_column_entry(int channels, int height, int width, int ksize, int stride, int pad, Visit visit)
+// im2col, col2im and the block copy: the library's own kernels
+// (im2col_kernels.cuh), run through cuda_emu.hpp's launch
+static const unsigned kernel_threads = 64;
+
+void dn_im2col_images_gpu(dn_gpu *, const float *im, size_t im_image, int count, int channels, int height, int width,
+                          int ksize, int stride, int pad, float *col, size_t col_image, size_t col_ld)
 {
     int out_h = (height + 2 * pad - ksize) / stride + 1, out_w = (width + 2 * pad - ksize) / stride + 1;
-    size_t entry = 0;
-    for (int c = 0; c < channels; c++)
-        for (int ky = 0; ky < ksize; ky++)
-            for (int kx = 0; kx < ksize; kx++)
-                for (int oy = 0; oy < out_h; oy++)
-                    for (int ox = 0; ox < out_w; ox++, entry++) {
-                        int iy = oy * stride + ky - pad, ix = ox * stride + kx - pad;
-                        int inside = iy >= 0 && iy < height && ix >= 0 && ix < width;
-                        visit(entry, inside ? ((long long)c * height + iy) * width + ix : -1LL);
-                    }
-}
-
-void dn_im2col_gpu(dn_gpu *, const float *im, int channels, int height, int width, int ksize, int stride, int pad,
-                   float *col)
-{
-    for_each_column_entry(channels, height, width, ksize, stride, pad,
-                          [&](size_t entry, long long pixel) { col[entry] = pixel < 0 ? 0.f : im[pixel]; });
+    size_t per_image = (size_t)channels * ksize * ksize * out_h * out_w, n = per_image * count;
+    im2col_calls++;
+    launch(dn_blocks(n, kernel_threads), kernel_threads, [&] {
+        im2col_images_kernel(im, im_image, channels, height, width, ksize, stride, pad, out_h, out_w, col, col_image,
+                             col_ld, per_image, n);
+    });
 }
 
 void dn_col2im_gpu(dn_gpu *, const float *col, int channels, int height, int width, int ksize, int stride, int pad,
                    float *im)
 {
-    for_each_column_entry(channels, height, width, ksize, stride, pad, [&](size_t entry, long long pixel) {
-        if (pixel >= 0) im[pixel] += col[entry];
-    });
+    int out_h = (height + 2 * pad - ksize) / stride + 1, out_w = (width + 2 * pad - ksize) / stride + 1;
+    size_t n = (size_t)channels * height * width;
+    launch(dn_blocks(n, kernel_threads), kernel_threads,
+           [&] { col2im_kernel(col, channels, height, width, ksize, stride, pad, out_h, out_w, im, n); });
+}
+
+void dn_copy_blocks_gpu(dn_gpu *, int count, int rows, int width, const float *src, size_t src_block, size_t src_ld,
+                        float *dst, size_t dst_block, size_t dst_ld)
+{
+    size_t n = (size_t)count * rows * width;
+    launch(dn_blocks(n, kernel_threads), kernel_threads,
+           [&] { copy_blocks_kernel(src, src_block, src_ld, dst, dst_block, dst_ld, rows, width, n); });
 }
 
 void dn_add_rows_gpu(dn_gpu *, float *out, const float *rows, int n_rows, size_t n)
@@ -133,8 +136,9 @@ size_t dn_conv_gpu_grad_partials_floats(const dn_layer *l);
 
 int main(int argc, char **argv)
 {
-    if (argc != 12) {
-        fprintf(stderr, "usage: %s DIR B C H W FILTERS SIZE STRIDE PAD GROUPS WORKSPACE_FLOATS\n", argv[0]);
+    if (argc != 12 && argc != 13) {
+        fprintf(stderr, "usage: %s DIR B C H W FILTERS SIZE STRIDE PAD GROUPS WORKSPACE_FLOATS [PARTIALS_FLOATS]\n",
+                argv[0]);
         return 2;
     }
     std::string dir = argv[1];
@@ -168,7 +172,8 @@ int main(int argc, char **argv)
     dn_gpu gpu;
     memset(&gpu, 0, sizeof gpu);
     // the split weight gradients' scratch, as cuda.cu sizes it
-    std::vector<float> partials(dn_conv_gpu_grad_partials_floats(&l), -1e30f);
+    size_t partials_floats = argc == 13 ? strtoull(argv[12], NULL, 10) : dn_conv_gpu_grad_partials_floats(&l);
+    std::vector<float> partials(partials_floats, -1e30f);
     dn_gpu_ctx gctx = {&gpu, input.data(), NULL, workspace.data(), workspace_floats,
                        partials.empty() ? NULL : partials.data(), partials.size()};
     dn_ctx ctx;
@@ -186,7 +191,7 @@ int main(int argc, char **argv)
     write_floats(dir + "/weight_grads.bin", weight_grads);
     write_floats(dir + "/bias_grads.bin", bias_grads);
     write_floats(dir + "/input_delta.bin", input_delta);
-    printf("%d %d %d %d %d\n", forward_gemms, forward_strided, gemm_calls - forward_gemms,
-           strided_calls - forward_strided, dn_conv_gpu_grad_segments(&l));
+    printf("%d %d %d %d %d %d\n", forward_gemms, forward_strided, gemm_calls - forward_gemms,
+           strided_calls - forward_strided, dn_conv_gpu_grad_segments(&l), im2col_calls);
     return 0;
 }

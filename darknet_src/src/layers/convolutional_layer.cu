@@ -53,8 +53,8 @@ static int chunk_images(const dn_layer *l, const dn_ctx *ctx, const conv_gemm *c
 }
 
 // The columns of images [first, first + count) for group g: the input itself
-// (1x1), or im2col of each image into the scratch.  *stride: floats from one
-// image's columns to the next.
+// (1x1), or im2col of the images into the scratch (darknet's layout, one
+// image after another).  *stride: floats from one image's columns to the next.
 static const float *columns_of(const dn_layer *l, const dn_ctx *ctx, const conv_gemm *c, int first,
                                int count, int g, long long *stride)
 {
@@ -63,10 +63,9 @@ static const float *columns_of(const dn_layer *l, const dn_ctx *ctx, const conv_
         *stride = (long long)c->groups * c->in_group;
         return input;
     }
-    for (int i = 0; i < count; i++)
-        dn_im2col_gpu(ctx->gpu->gpu, input + (size_t)i * c->groups * c->in_group, l->in_c / c->groups, l->in_h,
-                      l->in_w, l->u.conv.size, l->u.conv.stride, l->u.conv.pad,
-                      ctx->gpu->workspace + (size_t)i * c->columns);
+    dn_im2col_images_gpu(ctx->gpu->gpu, input, (size_t)c->groups * c->in_group, count, l->in_c / c->groups, l->in_h,
+                         l->in_w, l->u.conv.size, l->u.conv.stride, l->u.conv.pad, ctx->gpu->workspace, c->columns,
+                         (size_t)c->spatial);
     *stride = (long long)c->columns;
     return ctx->gpu->workspace;
 }
@@ -102,11 +101,30 @@ int dn_conv_gpu_grad_segments(const dn_layer *l)
     return segments >= 4 ? (int)segments : 1;  // fewer: not worth the extra sum
 }
 
+// ---- weight gradients over a chunk's pixels at once ---------------------------------------
+// Where a weight gradient is not split (its result has tiles enough) and a
+// chunk holds several images, the chunk's columns are laid side by side
+// (kernel_len x count * spatial) and its deltas gathered the same way
+// (filters x count * spatial) into the partials' scratch, and one GEMM over
+// count * spatial pixels replaces one GEMM per image: yolov2's 13 x 13 layers
+// would otherwise run 16 GEMMs of 1024 x 9216 over 169 pixels each, every
+// one reading and writing the whole gradient.
+
+// images whose deltas the scratch holds at once (0: the wide GEMM is not used)
+static int wide_images(const dn_layer *l, const conv_gemm *c, size_t scratch_floats)
+{
+    if (c->input_is_columns || l->batch < 2 || dn_conv_gpu_grad_segments(l) > 1) return 0;
+    size_t images = scratch_floats / ((size_t)c->filters * c->spatial);
+    if (images > (size_t)l->batch) images = (size_t)l->batch;
+    return images >= 2 ? (int)images : 0;
+}
+
 size_t dn_conv_gpu_grad_partials_floats(const dn_layer *l)
 {
     int segments = dn_conv_gpu_grad_segments(l);
     conv_gemm c = gemm_of(l);
-    return segments > 1 ? (size_t)segments * c.filters * c.kernel_len : 0;
+    if (segments > 1) return (size_t)segments * c.filters * c.kernel_len;
+    return (size_t)wide_images(l, &c, DN_GRAD_MAX_PARTIALS) * c.filters * c.spatial;
 }
 
 // grads += delta [filters x spatial] times columns^T [spatial x kernel_len], one image and group
@@ -130,6 +148,30 @@ static void add_weight_grads(const dn_layer *l, const dn_ctx *ctx, const conv_ge
         dn_gemm_gpu(gpu, 0, 1, c->filters, c->kernel_len, rest, 1.f, delta + (size_t)segments * length, c->spatial,
                     columns + (size_t)segments * length, c->spatial, 1.f, grads, c->kernel_len);
     dn_add_rows_gpu(gpu, grads, partials, segments, grad);
+}
+
+// grads += the weight gradient of images [first, first + count), group g, in
+// GEMMs over `per_gemm` images' pixels (the columns of the whole chunk side by
+// side in the scratch; each GEMM's deltas gathered into the partials)
+static void add_wide_weight_grads(const dn_layer *l, const dn_ctx *ctx, const conv_gemm *c, int first, int count,
+                                  int g, int per_gemm, const float *delta, long long delta_stride, float *grads)
+{
+    dn_gpu *gpu = ctx->gpu->gpu;
+    const float *input = ctx->gpu->input + ((size_t)first * c->groups + g) * c->in_group;
+    size_t row = (size_t)count * c->spatial;  // the side-by-side columns: kernel_len rows of `row`
+    dn_im2col_images_gpu(gpu, input, (size_t)c->groups * c->in_group, count, l->in_c / c->groups, l->in_h, l->in_w,
+                         l->u.conv.size, l->u.conv.stride, l->u.conv.pad, ctx->gpu->workspace, (size_t)c->spatial,
+                         row);
+    float *gathered = ctx->gpu->grad_partials;
+    for (int i = 0; i < count; i += per_gemm) {
+        int n = count - i < per_gemm ? count - i : per_gemm;
+        size_t pixels = (size_t)n * c->spatial;
+        // delta of images i.. (filters x spatial each, delta_stride apart) -> filters x n * spatial
+        dn_copy_blocks_gpu(gpu, n, c->filters, c->spatial, delta + i * delta_stride, (size_t)delta_stride,
+                           (size_t)c->spatial, gathered, (size_t)c->spatial, pixels);
+        dn_gemm_gpu(gpu, 0, 1, c->filters, c->kernel_len, (int)pixels, 1.f, gathered, (int)pixels,
+                    ctx->gpu->workspace + (size_t)i * c->spatial, (int)row, 1.f, grads, c->kernel_len);
+    }
 }
 
 static void im2col_forward(dn_layer *l, const dn_ctx *ctx)
@@ -163,8 +205,9 @@ void dn_conv_forward_gpu(dn_layer *l, const dn_ctx *ctx)
     dn_activate_gpu(gpu, l->gpu.output, (size_t)l->batch * l->out_size, l->activation);
 }
 
-// Weight gradients: per image (they all add into the same gradients), one
-// accumulating GEMM or the split GEMMs above.  Input delta: one strided-batched GEMM per chunk, straight
+// Weight gradients: over the chunk's pixels at once (the wide GEMMs above), or
+// per image (they all add into the same gradients), one accumulating GEMM or
+// the split GEMMs above.  Input delta: one strided-batched GEMM per chunk, straight
 // into the input's delta for 1x1, else into the scratch and col2im from it.
 static void im2col_backward(dn_layer *l, const dn_ctx *ctx)
 {
@@ -172,15 +215,20 @@ static void im2col_backward(dn_layer *l, const dn_ctx *ctx)
     conv_gemm c = gemm_of(l);
     int chunk = chunk_images(l, ctx, &c);
     long long delta_stride = (long long)c.groups * c.filters * c.spatial;
+    int wide = ctx->gpu->grad_partials ? wide_images(l, &c, ctx->gpu->grad_partials_floats) : 0;
     for (int first = 0; first < l->batch; first += chunk) {
         int count = l->batch - first < chunk ? l->batch - first : chunk;
         for (int g = 0; g < c.groups; g++) {
-            long long columns_stride;
-            const float *columns = columns_of(l, ctx, &c, first, count, g, &columns_stride);
             const float *delta = l->gpu.delta + ((size_t)first * c.groups + g) * c.filters * c.spatial;
             float *grads = l->gpu.weight_grads + (size_t)g * l->n_weights / c.groups;
-            for (int i = 0; i < count; i++)
-                add_weight_grads(l, ctx, &c, delta + i * delta_stride, columns + i * columns_stride, grads);
+            if (count > 1 && wide) {
+                add_wide_weight_grads(l, ctx, &c, first, count, g, wide, delta, delta_stride, grads);
+            } else {
+                long long columns_stride;
+                const float *columns = columns_of(l, ctx, &c, first, count, g, &columns_stride);
+                for (int i = 0; i < count; i++)
+                    add_weight_grads(l, ctx, &c, delta + i * delta_stride, columns + i * columns_stride, grads);
+            }
             if (!ctx->gpu->input_delta) continue;
             const float *weights = l->gpu.weights + (size_t)g * l->n_weights / c.groups;
             float *input_delta = ctx->gpu->input_delta + ((size_t)first * c.groups + g) * c.in_group;
