@@ -46,7 +46,7 @@ def test_no_exit_abort_or_print_in_the_engine() -> None:
     pattern = re.compile(r"\b(exit|abort|_exit|printf|puts|perror)\s*\(|fprintf\s*\(\s*std(out|err)")
     offenders = []
     for path in (REPO / "darknet_src" / "src").rglob("*"):
-        if path.suffix not in (".c", ".h", ".cu"):
+        if path.suffix not in (".c", ".h", ".cu", ".cuh"):
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             code = line.split("//")[0]
