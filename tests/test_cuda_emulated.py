@@ -326,7 +326,9 @@ def runs(log: list[str]) -> list[tuple[str, int, int]]:
 
 def test_cudnn_measures_each_shape_once(cudnn_driver: Path) -> None:
     # measured lists (fastest first): a tensor-core algorithm, one over the 1 GiB
-    # limit, then the FP32 one: H % 5 forward, 10 + H % 4 backward, H * 100 bytes
+    # limit, 9 (backward 19) in default math, then the FMA one: H % 5 forward,
+    # 10 + H % 4 backward, H * 100 bytes measured, H * 100 + algorithm under the
+    # layer's descriptors (the larger is allocated)
     log = run_cudnn(cudnn_driver, ["fwd:2:33:33", "fwd:2:33:33", "fwd:2:50:50", "fwd:2:33:33",
                                    "bwd:2:33:33", "bwd:2:33:33", "bwd-first:4:50:50", "bwd:4:50:50",
                                    "fwd:2:33:40"])
@@ -335,9 +337,9 @@ def test_cudnn_measures_each_shape_once(cudnn_driver: Path) -> None:
                             "find forward h=50", "find filter h=50",  # batch 4: a shape of its own
                             "find data h=50",  # the first layer's backward needs no data algorithm
                             "find forward h=33"]  # another width
-    assert runs(log) == [("forward", 3, 3300), ("forward", 3, 3300), ("forward", 0, 5000), ("forward", 3, 3300),
-                         ("filter", 11, 3300), ("data", 11, 3300), ("filter", 11, 3300), ("data", 11, 3300),
-                         ("filter", 12, 5000), ("filter", 12, 5000), ("data", 12, 5000), ("forward", 3, 3300)]
+    assert runs(log) == [("forward", 3, 3303), ("forward", 3, 3303), ("forward", 0, 5000), ("forward", 3, 3303),
+                         ("filter", 11, 3311), ("data", 11, 3311), ("filter", 11, 3311), ("data", 11, 3311),
+                         ("filter", 12, 5012), ("filter", 12, 5012), ("data", 12, 5012), ("forward", 3, 3303)]
 
 
 def test_cudnn_forgets_the_oldest_of_17_shapes(cudnn_driver: Path) -> None:
@@ -348,15 +350,22 @@ def test_cudnn_forgets_the_oldest_of_17_shapes(cudnn_driver: Path) -> None:
 
 
 def test_cudnn_falls_back_to_heuristics(cudnn_driver: Path) -> None:
-    # heuristics lists: one NOT_SUPPORTED, then algorithm 4 (backward 14) with H * 10 bytes
+    # heuristics lists: one NOT_SUPPORTED, then algorithm 4 (backward 14) in default
+    # math, H * 10 bytes (H * 100 + 4 or + 14 under the layer's descriptors)
     steps = ["fwd:1:16:16", "bwd:1:16:16", "fwd:1:16:16"]
     failed = run_cudnn(cudnn_driver, steps, DN_FAKE_FIND_FAILS="1")  # measuring runs out of memory
     assert queries(failed) == ["find forward h=16", "guess forward h=16", "find filter h=16", "guess filter h=16",
                                "find data h=16", "guess data h=16"]
-    assert runs(failed) == [("forward", 4, 160), ("filter", 14, 160), ("data", 14, 160), ("forward", 4, 160)]
+    assert runs(failed) == [("forward", 4, 1604), ("filter", 14, 1614), ("data", 14, 1614), ("forward", 4, 1604)]
     heuristics_only = run_cudnn(cudnn_driver, steps, PYDARKNET_CUDNN_FIND="0")
     assert queries(heuristics_only) == ["guess forward h=16", "guess filter h=16", "guess data h=16"]
     assert runs(heuristics_only) == runs(failed)
+
+
+def test_cudnn_takes_default_math_where_no_fma_entry(cudnn_driver: Path) -> None:
+    log = run_cudnn(cudnn_driver, ["fwd:1:16:16", "bwd:1:16:16"], DN_FAKE_NO_FMA="1")
+    assert queries(log) == ["find forward h=16", "find filter h=16", "find data h=16"]
+    assert runs(log) == [("forward", 9, 1609), ("filter", 19, 1619), ("data", 19, 1619)]
 
 
 def test_cudnn_without_an_fp32_algorithm_is_an_error(cudnn_driver: Path) -> None:

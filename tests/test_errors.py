@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_CFG
+from pydarknet._ffi import check, ffi, lib
 from pydarknet import (ArgumentError, CfgError, DarknetError, DarknetIOError, Detector,
                        ImageError, Network, UnsupportedError)
 
@@ -116,6 +117,26 @@ def test_repeated_option_names_the_value_used(tmp_path: Path) -> None:
                                          r"'filters' is set on line 7 \(darknet reads the first\)"):
         with Network(path) as net:
             assert net.layers[0].filters == 4
+
+
+def test_failed_set_batch_leaves_nothing_to_run_on(tiny_cfg: Path) -> None:
+    """A reallocation that runs out of memory part way leaves no half-sized
+    buffers to compute on: every call that would use them says so, until a
+    set_batch succeeds."""
+    with Network(tiny_cfg) as net:
+        x = np.random.default_rng(0).random(net.input_shape, dtype=np.float32)
+        before = net.predict(x)
+        with pytest.raises(MemoryError):
+            net.set_batch(1 << 30)  # terabytes of activations
+        output = ffi.new("float **")
+        for call in (lambda: check(lib.dn_network_predict(net.handle, ffi.NULL, output)),  # its own input buffer
+                     lambda: net.layer_output(0)):
+            with pytest.raises(MemoryError, match="last set_batch or resize .* failed"):
+                call()
+        with pytest.raises(MemoryError):
+            net.set_batch(1 << 30)  # the same size again is retried, not taken as done
+        net.set_batch(1)
+        np.testing.assert_array_equal(net.predict(x), before)
 
 
 def test_bad_predict_calls(tiny_cfg: Path) -> None:

@@ -25,6 +25,9 @@ extern "C" {
 
 dn_status dn_cuda_fail(cudaError_t e, const char *call, const char *file, int line)
 {
+    // reported here, so not again by the next launch's cudaGetLastError (an
+    // allocation failure is not sticky; a sticky error keeps failing every call)
+    cudaGetLastError();
     const char *base = strrchr(file, '/');
     return dn_set_error_at(file, line, DN_ERR_CUDA, "CUDA error in %s (%s:%d): %s (%s)", call,
                            base ? base + 1 : file, line, cudaGetErrorString(e),
@@ -211,7 +214,6 @@ static void free_layer_buffers(dn_layer *l)
     device_free(&l->gpu.bn_partials);
     if (l->gpu.indexes) cudaFree(l->gpu.indexes);
     l->gpu.indexes = NULL;
-    dn_conv_cudnn_free(l);
 }
 
 static dn_status alloc_layer_buffers(dn_network *net, dn_layer *l)
@@ -264,6 +266,7 @@ static void free_activation_buffers(dn_network *net)
     device_free(&net->input_gpu);
     device_free(&net->input_delta_gpu);
     device_free(&net->workspace_gpu);
+    net->workspace_gpu_floats = 0;
     device_free(&net->grad_partials_gpu);
     net->grad_partials_gpu_floats = 0;
 }
@@ -276,8 +279,8 @@ static void free_activation_buffers(dn_network *net)
 
 static size_t gpu_workspace_floats(const dn_network *net)
 {
+    if (dn_built_with_cudnn()) return 0;  // convolutions take cuDNN's own scratch; no other layer needs one
     size_t floats = net->workspace_size;
-    if (dn_built_with_cudnn()) return floats;  // convolutions take cuDNN's own scratch
     for (int i = 0; i < net->n_layers; i++) {
         const dn_layer *l = &net->layers[i];
         if (l->type != DN_LAYER_CONVOLUTIONAL) continue;
@@ -321,6 +324,9 @@ extern "C" dn_status dn_cuda_network_realloc(dn_network *net)
     if (net->grad_partials_gpu_floats)
         DN_TRY(device_alloc(net->grad_partials_gpu_floats, &net->grad_partials_gpu, "partial weight gradients",
                             net->gpu_index));
+    // the zeroing (device_alloc_zero's cudaMemset, here and in attach) runs on the
+    // legacy default stream, which the network's non-blocking stream does not wait for
+    CUDA_TRY(cudaDeviceSynchronize());
     return DN_OK;
 }
 
@@ -330,6 +336,7 @@ extern "C" void dn_cuda_network_detach(dn_network *net)
     cudaSetDevice(net->gpu->device);
     cudaStreamSynchronize(net->gpu->stream);
     free_activation_buffers(net);
+    for (int i = 0; i < net->n_layers; i++) dn_conv_cudnn_free(&net->layers[i]);  // kept across reallocations
     device_free(&net->params_gpu);
     device_free(&net->grads_gpu);
     device_free(&net->velocity_gpu);

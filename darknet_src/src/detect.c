@@ -170,6 +170,7 @@ DN_API dn_status dn_network_boxes(dn_network *net, int batch_index, int img_w, i
     if (!net || !out) return DN_FAIL(DN_ERR_ARG, "network and out must not be NULL");
     *out = NULL;
     DN_TRY(check_params(params));
+    DN_TRY(dn_network_check_buffers(net));
     if (batch_index < 0 || batch_index >= net->batch)
         return DN_FAIL(DN_ERR_ARG, "batch index %d out of range (batch %d)", batch_index,
                        net->batch);
@@ -189,6 +190,7 @@ DN_API dn_status dn_network_detect(dn_network *net, const dn_frame *frames, int 
     if (!net || !out || !frames) return DN_FAIL(DN_ERR_ARG, "network, frames and out must not be NULL");
     *out = NULL;
     DN_TRY(check_params(params));
+    DN_TRY(dn_network_check_buffers(net));
     if (n_frames < 1 || n_frames > net->batch)
         return DN_FAIL(DN_ERR_ARG, "%d frames for a network of batch %d (use dn_network_set_batch)",
                        n_frames, net->batch);

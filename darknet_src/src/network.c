@@ -371,9 +371,20 @@ static dn_status allocate_activations(dn_network *net)
 
 dn_status dn_network_reallocate_activations(dn_network *net)
 {
-    DN_TRY(allocate_activations(net));
-    if (net->gpu) DN_TRY(dn_cuda_network_realloc(net));
-    return DN_OK;
+    dn_status st = allocate_activations(net);
+    if (st == DN_OK && net->gpu) st = dn_cuda_network_realloc(net);
+    /* a failure part way leaves buffers of the old shape, or none: nothing runs
+     * on them until a reallocation succeeds */
+    net->buffers_lost = st;
+    return st;
+}
+
+dn_status dn_network_check_buffers(const dn_network *net)
+{
+    if (net->buffers_lost == DN_OK) return DN_OK;
+    return DN_FAIL(net->buffers_lost, "this network's buffers were not reallocated: its last set_batch or "
+                   "resize (to batch %d, %dx%d) failed; set its batch or size again, or create it anew",
+                   net->batch, net->w, net->h);
 }
 
 dn_status dn_network_sync_host_params(dn_network *net)
@@ -551,6 +562,7 @@ dn_status dn_network_forward(dn_network *net, const float *input, int train, con
 {
     if (train && !net->train)
         return DN_FAIL(DN_ERR_ARG, "the network was built for inference (params.train = 0)");
+    DN_TRY(dn_network_check_buffers(net));
     dn_network_ensure_params(net);
     if (net->gpu) {
         if (net->device_params_stale) {

@@ -86,6 +86,7 @@ struct dn_network {
     size_t workspace_gpu_floats;     /* >= workspace_size: room for several images' columns */
     float *grad_partials_gpu;        /* split weight gradients (convolutional_layer.cu), training */
     size_t grad_partials_gpu_floats;
+    dn_status buffers_lost;     /* not DN_OK: the last reallocation (set_batch, resize) failed so */
     int host_params_stale;      /* the device holds newer parameters (after updates) */
     int device_params_stale;    /* the host holds newer parameters (loaded, edited) */
     uint64_t params_version;    /* bumped whenever the host parameters may have changed:
@@ -94,6 +95,10 @@ struct dn_network {
     int profiling;              /* record per-layer forward times */
     double *layer_ms;           /* 2 * n_layers: last forward's, then last backward's times */
 };
+
+/* DN_OK, or the failure of the last reallocation (the activations are then
+ * unusable until one succeeds). */
+dn_status dn_network_check_buffers(const dn_network *net);
 
 /* The host parameters may have changed (written, loaded, updated, averaged). */
 void dn_network_params_changed(dn_network *net);

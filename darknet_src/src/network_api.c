@@ -110,7 +110,7 @@ DN_API dn_status dn_network_set_batch(dn_network *net, int batch)
 {
     if (!net) return DN_FAIL(DN_ERR_ARG, "network must not be NULL");
     if (batch < 1) return DN_FAIL(DN_ERR_ARG, "batch must be >= 1, got %d", batch);
-    if (batch == net->batch) return DN_OK;
+    if (batch == net->batch && net->buffers_lost == DN_OK) return DN_OK;
     net->batch = batch;
     return reallocate(net);
 }
@@ -120,7 +120,7 @@ DN_API dn_status dn_network_resize(dn_network *net, int width, int height)
     if (!net) return DN_FAIL(DN_ERR_ARG, "network must not be NULL");
     if (width < 1 || height < 1)
         return DN_FAIL(DN_ERR_ARG, "size must be positive, got %dx%d", width, height);
-    if (width == net->w && height == net->h) return DN_OK;
+    if (width == net->w && height == net->h && net->buffers_lost == DN_OK) return DN_OK;
     int w = width, h = height;
     for (int i = 0; i < net->n_layers; i++) {
         dn_layer *l = &net->layers[i];
@@ -194,6 +194,7 @@ DN_API dn_status dn_network_layer_output(const dn_network *net, int index, const
 {
     DN_TRY(check_index(net, index));
     if (!data || !n) return DN_FAIL(DN_ERR_ARG, "data and n must not be NULL");
+    DN_TRY(dn_network_check_buffers(net));
     if (net->gpu) DN_TRY(dn_cuda_pull_output((dn_network *)net, index));
     const dn_layer *l = &net->layers[index];
     *data = l->output;

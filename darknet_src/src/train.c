@@ -347,6 +347,7 @@ DN_API dn_status dn_network_layer_delta(const dn_network *net, int index, const 
     if (index < 0 || index >= net->n_layers)
         return DN_FAIL(DN_ERR_ARG, "layer index %d out of range", index);
     if (!data || !n) return DN_FAIL(DN_ERR_ARG, "data and n must not be NULL");
+    DN_TRY(dn_network_check_buffers(net));
     if (net->gpu) DN_TRY(dn_cuda_pull_training_state((dn_network *)net));
     const dn_layer *l = &net->layers[index];
     *data = l->delta;
@@ -358,10 +359,14 @@ DN_API dn_status dn_network_input_delta(dn_network *net, const float **data, siz
 {
     if (!net || !net->train) return DN_FAIL(DN_ERR_ARG, "a network built for training is needed");
     if (!data || !n) return DN_FAIL(DN_ERR_ARG, "data and n must not be NULL");
+    DN_TRY(dn_network_check_buffers(net));
     if (!net->input_delta) {
         net->input_delta = dn_alloc_floats((size_t)net->batch * net->inputs, "input delta");
         if (!net->input_delta) return DN_ERR_OOM;
-        if (net->gpu) DN_TRY(dn_cuda_network_realloc(net)); /* adds the device copy */
+        if (net->gpu) { /* adds the device copy */
+            net->buffers_lost = dn_cuda_network_realloc(net);
+            DN_TRY(net->buffers_lost);
+        }
     } else if (net->gpu) {
         DN_TRY(dn_cuda_pull_training_state(net));
     }

@@ -8,12 +8,16 @@
 //
 // Scripted answers, so that the log shows which list an algorithm came from:
 //   measured (cudnnFind*), fastest first: a tensor-core algorithm, one over
-//     the 1 GiB workspace limit, then algorithm H % 5 (backward: H % 4 + 10)
-//     with H * 100 bytes;
+//     the 1 GiB workspace limit, algorithm 9 (backward: 19) in default math,
+//     then algorithm H % 5 (backward: H % 4 + 10) in FMA math with H * 100
+//     bytes;
 //   heuristics (cudnnGet*_v7): one NOT_SUPPORTED, then algorithm 4
-//     (backward: 14) with H * 10 bytes.
+//     (backward: 14) in default math with H * 10 bytes.
+// The workspace of algorithm A under the layer's descriptors
+// (cudnnGet*WorkspaceSize): H * 100 + A bytes.
 // DN_FAKE_FIND_FAILS=1: every cudnnFind* fails as out of memory and leaves a
-// pending CUDA error; DN_FAKE_NO_FP32=1: no list has a usable entry.
+// pending CUDA error; DN_FAKE_NO_FP32=1: no list has a usable entry;
+// DN_FAKE_NO_FMA=1: the measured FMA entry is left out (default math only).
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -147,14 +151,16 @@ static cudnnStatus_t answer(const char *which, bool measured, int h, int *return
         return CUDNN_STATUS_ALLOC_FAILED;
     }
     bool none = env_on("DN_FAKE_NO_FP32");
+    cudnnStatus_t usable = none ? CUDNN_STATUS_NOT_SUPPORTED : CUDNN_STATUS_SUCCESS;
     int base = strcmp(which, "forward") == 0 ? 0 : 10;
-    memset(perf, 0, 3 * sizeof *perf);
+    memset(perf, 0, 4 * sizeof *perf);
     if (measured) {
         perf[0] = {base + 7, CUDNN_STATUS_SUCCESS, 1.f, 0, CUDNN_DETERMINISTIC, CUDNN_TENSOR_OP_MATH, {}};
         perf[1] = {base + 6, CUDNN_STATUS_SUCCESS, 2.f, (size_t)2 << 30, CUDNN_DETERMINISTIC, CUDNN_FMA_MATH, {}};
-        perf[2] = {base + (base ? h % 4 : h % 5), none ? CUDNN_STATUS_NOT_SUPPORTED : CUDNN_STATUS_SUCCESS, 3.f,
-                   (size_t)h * 100, CUDNN_DETERMINISTIC, CUDNN_FMA_MATH, {}};
-        *returned = 3;
+        perf[2] = {base + 9, usable, 2.5f, 0, CUDNN_DETERMINISTIC, CUDNN_DEFAULT_MATH, {}};
+        perf[3] = {base + (base ? h % 4 : h % 5), usable, 3.f, (size_t)h * 100, CUDNN_DETERMINISTIC, CUDNN_FMA_MATH,
+                   {}};
+        *returned = env_on("DN_FAKE_NO_FMA") ? 3 : 4;
     } else {
         perf[0] = {base + 5, CUDNN_STATUS_NOT_SUPPORTED, -1.f, 0, CUDNN_DETERMINISTIC, CUDNN_FMA_MATH, {}};
         perf[1] = {base + 4, none ? CUDNN_STATUS_NOT_SUPPORTED : CUDNN_STATUS_SUCCESS, -1.f, (size_t)h * 10,
@@ -204,6 +210,33 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(cudnnHandle_t, cudnn
                                                             cudnnConvolutionBwdFilterAlgoPerf_t *perf)
 {
     return answer("filter", false, x->h, returned, perf);
+}
+
+static cudnnStatus_t workspace_size(int algo, int h, size_t *size)
+{
+    *size = (size_t)h * 100 + algo;
+    return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t, cudnnTensorDescriptor_t x,
+                                                      cudnnFilterDescriptor_t, cudnnConvolutionDescriptor_t,
+                                                      cudnnTensorDescriptor_t, cudnnConvolutionFwdAlgo_t algo,
+                                                      size_t *size)
+{
+    return workspace_size(algo, x->h, size);
+}
+cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(cudnnHandle_t, cudnnFilterDescriptor_t,
+                                                           cudnnTensorDescriptor_t, cudnnConvolutionDescriptor_t,
+                                                           cudnnTensorDescriptor_t dx,
+                                                           cudnnConvolutionBwdDataAlgo_t algo, size_t *size)
+{
+    return workspace_size(algo, dx->h, size);
+}
+cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(cudnnHandle_t, cudnnTensorDescriptor_t x,
+                                                             cudnnTensorDescriptor_t, cudnnConvolutionDescriptor_t,
+                                                             cudnnFilterDescriptor_t,
+                                                             cudnnConvolutionBwdFilterAlgo_t algo, size_t *size)
+{
+    return workspace_size(algo, x->h, size);
 }
 
 // a convolution: which algorithm, how much workspace it was given, and

@@ -158,16 +158,23 @@ static dn_status describe(const dn_layer *l, conv_dnn *d)
     return DN_OK;
 }
 
-// The first entry (they come fastest first) that runs in FP32 FMA math within
-// the workspace limit; 0 when none does.
-template <typename Perf, typename Algo>
-static int pick(const Perf *perf, int returned, Algo *algo, size_t *bytes)
+// The first entry (they come fastest first) that succeeded in FP32 FMA math,
+// else in default math without tensor cores (the descriptor's FMA math is
+// what runs either way), within the workspace limit and accepted by
+// `workspace_size` (the scratch the algorithm needs under this layer's
+// descriptors, which can exceed what the measurement reported); 0 when none.
+template <typename Perf, typename Algo, typename WorkspaceSize>
+static int pick(const Perf *perf, int returned, WorkspaceSize workspace_size, Algo *algo, size_t *bytes)
 {
-    for (int i = 0; i < returned; i++)
-        if (perf[i].status == CUDNN_STATUS_SUCCESS && !uses_tensor_cores(perf[i].mathType) &&
-            perf[i].memory <= workspace_limit) {
+    for (int fma_only = 1; fma_only >= 0; fma_only--)
+        for (int i = 0; i < returned; i++) {
+            size_t needed = 0;
+            if (perf[i].status != CUDNN_STATUS_SUCCESS || uses_tensor_cores(perf[i].mathType) ||
+                (fma_only && perf[i].mathType != CUDNN_FMA_MATH) || perf[i].memory > workspace_limit ||
+                workspace_size(perf[i].algo, &needed) != CUDNN_STATUS_SUCCESS)
+                continue;
             *algo = perf[i].algo;
-            *bytes = perf[i].memory;
+            *bytes = needed > perf[i].memory ? needed : perf[i].memory;
             return 1;
         }
     return 0;
@@ -177,19 +184,20 @@ static int pick(const Perf *perf, int returned, Algo *algo, size_t *bytes)
 // which runs every algorithm on buffers of its own, as PyTorch's
 // cudnn.benchmark does), else from cuDNN's heuristics (darknet's way) where
 // measuring is off or fails (it needs memory of its own for the trials).
-#define CHOOSE_ALGO(perf_type, count, find_call, heuristics_call, algo_out, bytes_out, what)              \
+#define CHOOSE_ALGO(perf_type, count, find_call, heuristics_call, workspace_size, algo_out, bytes_out, what)  \
     do {                                                                                                 \
         perf_type perf[count];                                                                           \
         int returned = 0;                                                                                \
         if (measure) {                                                                                   \
-            if ((find_call) == CUDNN_STATUS_SUCCESS && pick(perf, returned, algo_out, bytes_out))         \
+            if ((find_call) == CUDNN_STATUS_SUCCESS && pick(perf, returned, workspace_size, algo_out, bytes_out)) \
                 return DN_OK;                                                                            \
-            cudaGetLastError(); /* a failed trial allocation is not the next kernel's error */           \
+            cudaGetLastError(); /* in case the failed trials left an error in our runtime's state */     \
         }                                                                                                \
         returned = 0;                                                                                    \
         DNN_TRY(heuristics_call);                                                                        \
-        if (pick(perf, returned, algo_out, bytes_out)) return DN_OK;                                     \
-        return DN_FAIL(DN_ERR_UNSUPPORTED, "cuDNN has no FP32 %s algorithm for this convolution", what); \
+        if (pick(perf, returned, workspace_size, algo_out, bytes_out)) return DN_OK;                     \
+        return DN_FAIL(DN_ERR_UNSUPPORTED, "cuDNN has no FP32 %s algorithm for this convolution within %zu MiB " \
+                       "of workspace", what, workspace_limit >> 20);                                     \
     } while (0)
 
 static dn_status choose_forward(cudnnHandle_t handle, const conv_dnn *d, int measure, conv_algos *a)
@@ -199,6 +207,10 @@ static dn_status choose_forward(cudnnHandle_t handle, const conv_dnn *d, int mea
                                                      CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf),
                 cudnnGetConvolutionForwardAlgorithm_v7(handle, d->input, d->weights, d->conv, d->output,
                                                        CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf),
+                [&](cudnnConvolutionFwdAlgo_t algo, size_t *size) {
+                    return cudnnGetConvolutionForwardWorkspaceSize(handle, d->input, d->weights, d->conv,
+                                                                   d->output, algo, size);
+                },
                 &a->forward_algo, &a->forward_bytes, "forward");
 }
 
@@ -210,6 +222,10 @@ static dn_status choose_backward_data(cudnnHandle_t handle, const conv_dnn *d, i
                 cudnnGetConvolutionBackwardDataAlgorithm_v7(handle, d->weights, d->output, d->conv, d->input,
                                                             CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned,
                                                             perf),
+                [&](cudnnConvolutionBwdDataAlgo_t algo, size_t *size) {
+                    return cudnnGetConvolutionBackwardDataWorkspaceSize(handle, d->weights, d->output, d->conv,
+                                                                        d->input, algo, size);
+                },
                 &a->data_algo, &a->data_bytes, "backward-data");
 }
 
@@ -222,6 +238,10 @@ static dn_status choose_backward_filter(cudnnHandle_t handle, const conv_dnn *d,
                 cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle, d->input, d->output, d->conv, d->weights,
                                                               CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &returned,
                                                               perf),
+                [&](cudnnConvolutionBwdFilterAlgo_t algo, size_t *size) {
+                    return cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, d->input, d->output, d->conv,
+                                                                          d->weights, algo, size);
+                },
                 &a->filter_algo, &a->filter_bytes, "backward-filter");
 }
 

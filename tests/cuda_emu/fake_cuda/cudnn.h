@@ -95,6 +95,18 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(cudnnHandle_t, cudnn
                                                             cudnnFilterDescriptor_t, int, int *,
                                                             cudnnConvolutionBwdFilterAlgoPerf_t *);
 
+cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t, cudnnTensorDescriptor_t, cudnnFilterDescriptor_t,
+                                                      cudnnConvolutionDescriptor_t, cudnnTensorDescriptor_t,
+                                                      cudnnConvolutionFwdAlgo_t, size_t *);
+cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(cudnnHandle_t, cudnnFilterDescriptor_t,
+                                                           cudnnTensorDescriptor_t, cudnnConvolutionDescriptor_t,
+                                                           cudnnTensorDescriptor_t, cudnnConvolutionBwdDataAlgo_t,
+                                                           size_t *);
+cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(cudnnHandle_t, cudnnTensorDescriptor_t,
+                                                             cudnnTensorDescriptor_t, cudnnConvolutionDescriptor_t,
+                                                             cudnnFilterDescriptor_t, cudnnConvolutionBwdFilterAlgo_t,
+                                                             size_t *);
+
 cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t, const void *alpha, cudnnTensorDescriptor_t, const void *x,
                                       cudnnFilterDescriptor_t, const void *w, cudnnConvolutionDescriptor_t,
                                       cudnnConvolutionFwdAlgo_t, void *workspace, size_t workspace_bytes,
