@@ -209,12 +209,13 @@ def direct_convolution(x: np.ndarray, w: np.ndarray, bias: np.ndarray, delta: np
             "bias_grads": delta.sum(axis=(0, 2, 3)), "input_delta": padded_delta[:, :, pad:pad + H, pad:pad + W]}
 
 
-def wide_images(B: int, filters: int, spatial: int, segments: int, one_by_one: bool, scratch_floats: int) -> int:
-    """Images per weight-gradient GEMM over side-by-side columns, as
-    convolutional_layer.cu chooses it (0: per image or split)."""
-    if one_by_one or B < 2 or segments > 1:
+def wide_images(count: int, filters: int, columns: int, spatial: int, segments: int, scratch_floats: int,
+                workspace_floats: int) -> int:
+    """Images per weight-gradient GEMM over side-by-side columns in a chunk of
+    `count`, as convolutional_layer.cu chooses it (0: per image, or split)."""
+    if count < 2 or segments > 1:
         return 0
-    images = min(B, scratch_floats // (filters * spatial))
+    images = min(count, scratch_floats // (filters * spatial), workspace_floats // columns)
     return images if images >= 2 else 0
 
 
@@ -224,10 +225,13 @@ def wide_images(B: int, filters: int, spatial: int, segments: int, one_by_one: b
     (5, 3, 7, 4, 3, 1, 1, 1, 5, None),    # the whole batch at once
     (5, 3, 7, 4, 3, 1, 1, 1, 5, 2),       # wide GEMMs over 2, 2 and 1 image (scratch for 2)
     (5, 3, 7, 4, 3, 1, 1, 1, 5, 1),       # scratch for 1 image only: per image
-    (4, 6, 5, 5, 1, 1, 0, 1, 0, None),    # 1x1: the input is its own columns, no scratch
+    (4, 6, 5, 5, 1, 1, 0, 1, 0, None),    # 1x1: the input is its own columns, no scratch: per image
+    (4, 6, 5, 5, 1, 1, 0, 1, 4, None),    # 1x1, columns scratch for 4: one wide GEMM
+    (5, 6, 5, 5, 1, 1, 0, 1, 2, None),    # 1x1, columns scratch for 2: wide GEMMs over 2, 2 and 1
     (3, 4, 6, 6, 3, 1, 1, 2, 2, None),    # groups, chunks of 2 and 1
     (4, 4, 6, 6, 3, 1, 1, 2, 4, 3),       # groups, wide GEMMs over 3 and 1 image
     (3, 4, 5, 4, 1, 1, 0, 2, 0, None),    # grouped 1x1
+    (3, 4, 5, 4, 1, 1, 0, 2, 3, None),    # grouped 1x1, wide
     (3, 2, 8, 3, 3, 2, 1, 1, 2, None),    # stride 2
     (2, 3, 6, 4, 1, 2, 0, 1, 2, None),    # 1x1 with stride 2: im2col after all
     (3, 3, 12, 4, 3, 1, 1, 1, 2, None),   # weight gradients split: 144 pixels in 9 ranges of 16
@@ -247,39 +251,44 @@ def test_convolution_chunks_match_direct_convolution(conv_driver: Path, tmp_path
     for name, array in (("input", x), ("weights", w), ("biases", bias), ("delta", delta)):
         array.tofile(tmp_path / f"{name}.bin")
     columns = size * size * (C // groups) * out_h * out_h
-    # scratch for `chunk` images' columns plus a little (never a whole extra image)
+    one_by_one = size == 1 and stride == 1 and pad == 0
+    # scratch for `chunk` images' columns plus a little (never a whole extra image);
+    # a 1x1 layer's chunk is the whole batch, its scratch only for the wide GEMMs
     workspace = chunk * columns + columns // 2 if chunk else 1
     spatial, group_filters = out_h * out_h, F // groups
     segments = grad_segments(group_filters, size * size * C // groups, spatial)
-    one_by_one = size == 1 and stride == 1 and pad == 0
     # the weight gradients' scratch: the library's sizing (the split's partials, or
     # the whole batch's deltas), or `scratch_images` images' deltas and a little
-    scratch = None if scratch_images is None else scratch_images * group_filters * spatial + spatial // 2
+    scratch = (segments * group_filters * size * size * C // groups if segments > 1 else
+               B * group_filters * spatial if B >= 2 else 0) if scratch_images is None else \
+        scratch_images * group_filters * spatial + spatial // 2
     run = subprocess.run([str(conv_driver), str(tmp_path), str(B), str(C), str(H), str(H), str(F), str(size),
-                          str(stride), str(pad), str(groups), str(workspace), *([str(scratch)] if scratch else [])],
+                          str(stride), str(pad), str(groups), str(workspace),
+                          *([] if scratch_images is None else [str(scratch)])],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     forward_gemms, forward_batched, backward_gemms, backward_batched, used_segments, im2cols = \
         map(int, run.stdout.split())
-    chunk_sizes = [B] if not chunk else [min(chunk, B - first) for first in range(0, B, chunk)]
+    chunk_sizes = [B] if not chunk or one_by_one else [min(chunk, B - first) for first in range(0, B, chunk)]
     chunks = len(chunk_sizes)
     assert used_segments == segments
-    wide = wide_images(B, group_filters, spatial, segments, one_by_one,
-                       scratch if scratch else (B if segments == 1 else 0) * group_filters * spatial)
-    assert (wide > 0) == (not one_by_one and segments == 1 and (scratch_images or B) >= 2)
+    wide = [wide_images(n, group_filters, columns, spatial, segments, scratch, workspace) for n in chunk_sizes]
     # one batched GEMM per chunk and group each way; weight gradients per chunk and
-    # group: one GEMM per `wide` images, or per image one GEMM or one batched GEMM
-    # over the pixel ranges (+ one for the rest); one im2col launch per chunk and group
+    # group: one GEMM per `wide` images (after one im2col of them), or per image one
+    # GEMM or one batched GEMM over the pixel ranges (+ one for the rest) after one
+    # im2col of the chunk
     assert (forward_gemms, forward_batched) == (0, chunks * groups)
-    assert im2cols == (0 if one_by_one else 2 * chunks * groups)
-    if wide:
-        assert (backward_gemms, backward_batched) == (groups * sum(-(-n // wide) for n in chunk_sizes),
-                                                      chunks * groups)
-    elif segments == 1:
-        assert (backward_gemms, backward_batched) == (B * groups, chunks * groups)
+    wide_gemms = groups * sum(-(-n // w) for n, w in zip(chunk_sizes, wide) if w)
+    per_image = [n for n, w in zip(chunk_sizes, wide) if not w]
+    im2col_forward = 0 if one_by_one else chunks * groups
+    im2col_backward = 0 if one_by_one else wide_gemms + groups * len(per_image)
+    assert im2cols == im2col_forward + im2col_backward
+    assert backward_batched == chunks * groups + (sum(per_image) * groups if segments > 1 else 0)
+    if segments == 1:
+        assert backward_gemms == wide_gemms + sum(per_image) * groups
     else:
-        rest = spatial % segments
-        assert (backward_gemms, backward_batched) == (B * groups * (rest > 0), chunks * groups + B * groups)
+        assert not any(wide)
+        assert backward_gemms == B * groups * (spatial % segments > 0)
     expected = direct_convolution(x, w, bias, delta, stride, pad, groups)
     for name, reference in expected.items():
         got = np.fromfile(tmp_path / f"{name}.bin", np.float32).reshape(reference.shape)

@@ -101,21 +101,25 @@ int dn_conv_gpu_grad_segments(const dn_layer *l)
     return segments >= 4 ? (int)segments : 1;  // fewer: not worth the extra sum
 }
 
-// ---- weight gradients over a chunk's pixels at once ---------------------------------------
+// ---- weight gradients over several images' pixels at once ----------------------------------
 // Where a weight gradient is not split (its result has tiles enough) and a
-// chunk holds several images, the chunk's columns are laid side by side
-// (kernel_len x count * spatial) and its deltas gathered the same way
-// (filters x count * spatial) into the partials' scratch, and one GEMM over
-// count * spatial pixels replaces one GEMM per image: yolov2's 13 x 13 layers
-// would otherwise run 16 GEMMs of 1024 x 9216 over 169 pixels each, every
-// one reading and writing the whole gradient.
+// chunk holds several images, n images' columns are laid side by side in the
+// scratch (kernel_len x n * spatial: im2col, or the input itself copied for
+// 1x1) and their deltas gathered the same way (filters x n * spatial) into the
+// partials' scratch, and one GEMM over n * spatial pixels replaces n GEMMs:
+// yolov2's 13 x 13 layers would otherwise run 16 GEMMs of 1024 x 9216 over
+// 169 pixels each, every one reading and writing the whole gradient.
 
-// images whose deltas the scratch holds at once (0: the wide GEMM is not used)
-static int wide_images(const dn_layer *l, const conv_gemm *c, size_t scratch_floats)
+// images per such GEMM in a chunk of `count`: as many as both scratches hold
+// (0: one GEMM per image)
+static int wide_images(const dn_layer *l, const dn_ctx *ctx, const conv_gemm *c, int count)
 {
-    if (c->input_is_columns || l->batch < 2 || dn_conv_gpu_grad_segments(l) > 1) return 0;
-    size_t images = scratch_floats / ((size_t)c->filters * c->spatial);
-    if (images > (size_t)l->batch) images = (size_t)l->batch;
+    if (count < 2 || !ctx->gpu->grad_partials || dn_conv_gpu_grad_segments(l) > 1) return 0;
+    size_t images = (size_t)count;
+    size_t by_deltas = ctx->gpu->grad_partials_floats / ((size_t)c->filters * c->spatial);
+    size_t by_columns = ctx->gpu->workspace_floats / c->columns;
+    if (by_deltas < images) images = by_deltas;
+    if (by_columns < images) images = by_columns;
     return images >= 2 ? (int)images : 0;
 }
 
@@ -124,7 +128,10 @@ size_t dn_conv_gpu_grad_partials_floats(const dn_layer *l)
     int segments = dn_conv_gpu_grad_segments(l);
     conv_gemm c = gemm_of(l);
     if (segments > 1) return (size_t)segments * c.filters * c.kernel_len;
-    return (size_t)wide_images(l, &c, DN_GRAD_MAX_PARTIALS) * c.filters * c.spatial;
+    // the gathered deltas of the wide GEMMs: the batch's, or what fits in the cap
+    size_t per_image = (size_t)c.filters * c.spatial, images = DN_GRAD_MAX_PARTIALS / per_image;
+    if (images > (size_t)l->batch) images = (size_t)l->batch;
+    return images >= 2 ? images * per_image : 0;
 }
 
 // grads += delta [filters x spatial] times columns^T [spatial x kernel_len], one image and group
@@ -151,26 +158,28 @@ static void add_weight_grads(const dn_layer *l, const dn_ctx *ctx, const conv_ge
 }
 
 // grads += the weight gradient of images [first, first + count), group g, in
-// GEMMs over `per_gemm` images' pixels (the columns of the whole chunk side by
-// side in the scratch; each GEMM's deltas gathered into the partials)
+// GEMMs over `per_gemm` images' pixels at a time
 static void add_wide_weight_grads(const dn_layer *l, const dn_ctx *ctx, const conv_gemm *c, int first, int count,
                                   int g, int per_gemm, const float *delta, long long delta_stride, float *grads)
 {
     dn_gpu *gpu = ctx->gpu->gpu;
-    const float *input = ctx->gpu->input + ((size_t)first * c->groups + g) * c->in_group;
-    size_t row = (size_t)count * c->spatial;  // the side-by-side columns: kernel_len rows of `row`
-    dn_im2col_images_gpu(gpu, input, (size_t)c->groups * c->in_group, count, l->in_c / c->groups, l->in_h, l->in_w,
-                         l->u.conv.size, l->u.conv.stride, l->u.conv.pad, ctx->gpu->workspace, (size_t)c->spatial,
-                         row);
-    float *gathered = ctx->gpu->grad_partials;
+    size_t image = (size_t)c->groups * c->in_group;  // floats from one image's input to the next
+    float *columns = ctx->gpu->workspace, *gathered = ctx->gpu->grad_partials;
     for (int i = 0; i < count; i += per_gemm) {
         int n = count - i < per_gemm ? count - i : per_gemm;
-        size_t pixels = (size_t)n * c->spatial;
-        // delta of images i.. (filters x spatial each, delta_stride apart) -> filters x n * spatial
+        size_t pixels = (size_t)n * c->spatial;  // the side-by-side matrices' row length
+        const float *input = ctx->gpu->input + ((size_t)(first + i) * c->groups + g) * c->in_group;
+        if (c->input_is_columns)  // 1x1: each image's input is its columns (kernel_len rows of spatial)
+            dn_copy_blocks_gpu(gpu, n, c->kernel_len, c->spatial, input, image, (size_t)c->spatial, columns,
+                               (size_t)c->spatial, pixels);
+        else
+            dn_im2col_images_gpu(gpu, input, image, n, l->in_c / c->groups, l->in_h, l->in_w, l->u.conv.size,
+                                 l->u.conv.stride, l->u.conv.pad, columns, (size_t)c->spatial, pixels);
+        // the deltas (filters x spatial each, delta_stride apart) -> filters x n * spatial
         dn_copy_blocks_gpu(gpu, n, c->filters, c->spatial, delta + i * delta_stride, (size_t)delta_stride,
                            (size_t)c->spatial, gathered, (size_t)c->spatial, pixels);
-        dn_gemm_gpu(gpu, 0, 1, c->filters, c->kernel_len, (int)pixels, 1.f, gathered, (int)pixels,
-                    ctx->gpu->workspace + (size_t)i * c->spatial, (int)row, 1.f, grads, c->kernel_len);
+        dn_gemm_gpu(gpu, 0, 1, c->filters, c->kernel_len, (int)pixels, 1.f, gathered, (int)pixels, columns,
+                    (int)pixels, 1.f, grads, c->kernel_len);
     }
 }
 
@@ -215,13 +224,13 @@ static void im2col_backward(dn_layer *l, const dn_ctx *ctx)
     conv_gemm c = gemm_of(l);
     int chunk = chunk_images(l, ctx, &c);
     long long delta_stride = (long long)c.groups * c.filters * c.spatial;
-    int wide = ctx->gpu->grad_partials ? wide_images(l, &c, ctx->gpu->grad_partials_floats) : 0;
     for (int first = 0; first < l->batch; first += chunk) {
         int count = l->batch - first < chunk ? l->batch - first : chunk;
+        int wide = wide_images(l, ctx, &c, count);
         for (int g = 0; g < c.groups; g++) {
             const float *delta = l->gpu.delta + ((size_t)first * c.groups + g) * c.filters * c.spatial;
             float *grads = l->gpu.weight_grads + (size_t)g * l->n_weights / c.groups;
-            if (count > 1 && wide) {
+            if (wide) {
                 add_wide_weight_grads(l, ctx, &c, first, count, g, wide, delta, delta_stride, grads);
             } else {
                 long long columns_stride;
