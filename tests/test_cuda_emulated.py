@@ -267,7 +267,7 @@ def test_convolution_chunks_match_direct_convolution(conv_driver: Path, tmp_path
                           *([] if scratch_images is None else [str(scratch)])],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    forward_gemms, forward_batched, backward_gemms, backward_batched, used_segments, im2cols = \
+    forward_gemms, forward_batched, backward_gemms, backward_batched, used_segments, im2cols, col2ims = \
         map(int, run.stdout.split())
     chunk_sizes = [B] if not chunk or one_by_one else [min(chunk, B - first) for first in range(0, B, chunk)]
     chunks = len(chunk_sizes)
@@ -283,6 +283,7 @@ def test_convolution_chunks_match_direct_convolution(conv_driver: Path, tmp_path
     im2col_forward = 0 if one_by_one else chunks * groups
     im2col_backward = 0 if one_by_one else wide_gemms + groups * len(per_image)
     assert im2cols == im2col_forward + im2col_backward
+    assert col2ims == (0 if one_by_one else chunks * groups)
     assert backward_batched == chunks * groups + (sum(per_image) * groups if segments > 1 else 0)
     if segments == 1:
         assert backward_gemms == wide_gemms + sum(per_image) * groups

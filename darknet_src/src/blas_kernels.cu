@@ -143,13 +143,15 @@ void dn_im2col_images_gpu(dn_gpu *gpu, const float *im, size_t im_image, int cou
     GPU_LAUNCHED(gpu);
 }
 
-void dn_col2im_gpu(dn_gpu *gpu, const float *col, int channels, int height, int width, int ksize,
-                   int stride, int pad, float *im)
+void dn_col2im_images_gpu(dn_gpu *gpu, const float *col, size_t col_image, int count, int channels, int height,
+                          int width, int ksize, int stride, int pad, float *im, size_t im_image)
 {
     int out_h = (height + 2 * pad - ksize) / stride + 1, out_w = (width + 2 * pad - ksize) / stride + 1;
-    size_t n = (size_t)channels * height * width;
-    col2im_kernel<<<dn_blocks(n), 256, 0, gpu->stream>>>(col, channels, height, width, ksize, stride,
-                                                         pad, out_h, out_w, im, n);
+    size_t per_image = (size_t)channels * height * width, n = per_image * count;
+    if (!n) return;
+    col2im_images_kernel<<<dn_blocks(n), 256, 0, gpu->stream>>>(col, col_image, channels, height, width, ksize,
+                                                                stride, pad, out_h, out_w, im, im_image, per_image,
+                                                                n);
     GPU_LAUNCHED(gpu);
 }
 

@@ -91,8 +91,10 @@ void dn_gradient_gpu(dn_gpu *gpu, const float *y, size_t n, int activation, floa
 // columns at col + i * col_image with rows col_ld apart (im2col_kernels.cuh)
 void dn_im2col_images_gpu(dn_gpu *gpu, const float *im, size_t im_image, int count, int channels, int height,
                           int width, int ksize, int stride, int pad, float *col, size_t col_image, size_t col_ld);
-void dn_col2im_gpu(dn_gpu *gpu, const float *col, int channels, int height, int width, int ksize,
-                   int stride, int pad, float *im);
+// col2im of `count` images: image i's columns (darknet's layout) at col + i * col_image,
+// added into the image at im + i * im_image
+void dn_col2im_images_gpu(dn_gpu *gpu, const float *col, size_t col_image, int count, int channels, int height,
+                          int width, int ksize, int stride, int pad, float *im, size_t im_image);
 // count blocks of rows x width floats: dst[b * dst_block + r * dst_ld + x] = src[b * src_block + r * src_ld + x]
 void dn_copy_blocks_gpu(dn_gpu *gpu, int count, int rows, int width, const float *src, size_t src_block,
                         size_t src_ld, float *dst, size_t dst_block, size_t dst_ld);

@@ -33,16 +33,20 @@ __global__ void im2col_images_kernel(const float *im, size_t im_image, int chann
     }
 }
 
-// one thread per image pixel: gather every column entry that maps to it
-// (darknet's per-image layout), added to what the image holds
-__global__ void col2im_kernel(const float *col, int channels, int height, int width, int ksize, int stride, int pad,
-                              int out_h, int out_w, float *im, size_t n)
+// one thread per pixel of every image: gather every column entry that maps to
+// it (darknet's per-image layout, image b's columns at col + b * col_image),
+// added to what the image (at im + b * im_image) holds
+__global__ void col2im_images_kernel(const float *col, size_t col_image, int channels, int height, int width,
+                                     int ksize, int stride, int pad, int out_h, int out_w, float *im, size_t im_image,
+                                     size_t per_image, size_t n)
 {
     GRID_STRIDE(i, n)
     {
-        int x = i % width;
-        int y = (i / width) % height;
-        int c = i / ((size_t)width * height);
+        size_t image = i / per_image, pixel = i % per_image;
+        int x = pixel % width;
+        int y = (pixel / width) % height;
+        int c = pixel / ((size_t)width * height);
+        const float *columns = col + image * col_image;
         float sum = 0;
         for (int ky = 0; ky < ksize; ky++) {
             int oy_num = y + pad - ky;
@@ -55,10 +59,10 @@ __global__ void col2im_kernel(const float *col, int channels, int height, int wi
                 int ox = ox_num / stride;
                 if (ox >= out_w) continue;
                 int row = (c * ksize + ky) * ksize + kx;
-                sum += col[((size_t)row * out_h + oy) * out_w + ox];
+                sum += columns[((size_t)row * out_h + oy) * out_w + ox];
             }
         }
-        im[i] += sum;
+        im[image * im_image + pixel] += sum;
     }
 }
 

@@ -7,7 +7,7 @@
 //   conv_driver DIR B C H W FILTERS SIZE STRIDE PAD GROUPS WORKSPACE_FLOATS [PARTIALS_FLOATS]
 // reads DIR/{input,weights,biases,delta}.bin, writes DIR/{output,
 // weight_grads,bias_grads,input_delta}.bin and prints the GEMM calls of
-// each pass, the weight gradient's pixel ranges and the im2col launches.
+// each pass, the weight gradient's pixel ranges and the im2col and col2im launches.
 // PARTIALS_FLOATS: the weight gradients' scratch (default: as cuda.cu sizes it).
 #include <cstdio>
 #include <cstdlib>
@@ -27,7 +27,7 @@ void dn_gpu_record(dn_gpu *, dn_status status)
     if (status != DN_OK) abort();
 }
 
-static int gemm_calls, strided_calls, im2col_calls;
+static int gemm_calls, strided_calls, im2col_calls, col2im_calls;
 
 // row-major C = alpha op(A) op(B) + beta C
 static void gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
@@ -78,13 +78,16 @@ void dn_im2col_images_gpu(dn_gpu *, const float *im, size_t im_image, int count,
     });
 }
 
-void dn_col2im_gpu(dn_gpu *, const float *col, int channels, int height, int width, int ksize, int stride, int pad,
-                   float *im)
+void dn_col2im_images_gpu(dn_gpu *, const float *col, size_t col_image, int count, int channels, int height,
+                          int width, int ksize, int stride, int pad, float *im, size_t im_image)
 {
     int out_h = (height + 2 * pad - ksize) / stride + 1, out_w = (width + 2 * pad - ksize) / stride + 1;
-    size_t n = (size_t)channels * height * width;
-    launch(dn_blocks(n, kernel_threads), kernel_threads,
-           [&] { col2im_kernel(col, channels, height, width, ksize, stride, pad, out_h, out_w, im, n); });
+    size_t per_image = (size_t)channels * height * width, n = per_image * count;
+    col2im_calls++;
+    launch(dn_blocks(n, kernel_threads), kernel_threads, [&] {
+        col2im_images_kernel(col, col_image, channels, height, width, ksize, stride, pad, out_h, out_w, im, im_image,
+                             per_image, n);
+    });
 }
 
 void dn_copy_blocks_gpu(dn_gpu *, int count, int rows, int width, const float *src, size_t src_block, size_t src_ld,
@@ -191,7 +194,7 @@ int main(int argc, char **argv)
     write_floats(dir + "/weight_grads.bin", weight_grads);
     write_floats(dir + "/bias_grads.bin", bias_grads);
     write_floats(dir + "/input_delta.bin", input_delta);
-    printf("%d %d %d %d %d %d\n", forward_gemms, forward_strided, gemm_calls - forward_gemms,
-           strided_calls - forward_strided, dn_conv_gpu_grad_segments(&l), im2col_calls);
+    printf("%d %d %d %d %d %d %d\n", forward_gemms, forward_strided, gemm_calls - forward_gemms,
+           strided_calls - forward_strided, dn_conv_gpu_grad_segments(&l), im2col_calls, col2im_calls);
     return 0;
 }

@@ -251,9 +251,8 @@ static void im2col_backward(dn_layer *l, const dn_ctx *ctx)
             dn_gemm_strided_gpu(gpu, 1, 0, c.kernel_len, c.spatial, c.filters, 1.f, weights, c.kernel_len, 0, delta,
                                 c.spatial, delta_stride, 0.f, ctx->gpu->workspace, c.spatial, (long long)c.columns,
                                 count);
-            for (int i = 0; i < count; i++)
-                dn_col2im_gpu(gpu, ctx->gpu->workspace + (size_t)i * c.columns, l->in_c / c.groups, l->in_h, l->in_w,
-                              l->u.conv.size, l->u.conv.stride, l->u.conv.pad, input_delta + i * input_stride);
+            dn_col2im_images_gpu(gpu, ctx->gpu->workspace, c.columns, count, l->in_c / c.groups, l->in_h, l->in_w,
+                                 l->u.conv.size, l->u.conv.stride, l->u.conv.pad, input_delta, (size_t)input_stride);
         }
     }
 }
