@@ -262,6 +262,9 @@ static void bind_parameter_views(dn_network *net)
 
 static void free_activation_buffers(dn_network *net)
 {
+    if (net->gpu->copy_stream) cudaStreamSynchronize(net->gpu->copy_stream);  // an upload into the spare
+    net->prefetched = NULL;
+    device_free(&net->input_spare_gpu);
     for (int i = 0; i < net->n_layers; i++) free_layer_buffers(&net->layers[i]);
     device_free(&net->input_gpu);
     device_free(&net->input_delta_gpu);
@@ -318,6 +321,8 @@ extern "C" dn_status dn_cuda_network_realloc(dn_network *net)
     DN_TRY(device_alloc_zero(inputs, &net->input_gpu, "network input", net->gpu_index));
     if (net->input_delta)
         DN_TRY(device_alloc_zero(inputs, &net->input_delta_gpu, "input delta", net->gpu_index));
+    if (net->train && net->hp.subdivisions > 1)
+        DN_TRY(device_alloc(inputs, &net->input_spare_gpu, "next pass input", net->gpu_index));
     net->workspace_gpu_floats = gpu_workspace_floats(net);
     DN_TRY(device_alloc_zero(net->workspace_gpu_floats, &net->workspace_gpu, "workspace", net->gpu_index));
     net->grad_partials_gpu_floats = grad_partials_floats(net);
@@ -342,6 +347,8 @@ extern "C" void dn_cuda_network_detach(dn_network *net)
     device_free(&net->velocity_gpu);
     device_free(&net->stats_gpu);
     dn_cudnn_release(net->gpu);
+    if (net->gpu->input_ready) cudaEventDestroy(net->gpu->input_ready);
+    if (net->gpu->copy_stream) cudaStreamDestroy(net->gpu->copy_stream);
     if (net->gpu->blas) cublasDestroy(net->gpu->blas);
     if (net->gpu->stream) cudaStreamDestroy(net->gpu->stream);
     free(net->gpu);
@@ -479,11 +486,50 @@ static dn_status pull_results(dn_network *net)
     return DN_OK;
 }
 
+// This pass's input into net->input_gpu: the spare buffer swapped in where the
+// previous pass prefetched it (the compute stream waits for that upload), else
+// uploaded now.  The compute stream is idle here: every pass ends synchronized.
+static dn_status place_input(dn_network *net, const float *input)
+{
+    dn_gpu *gpu = net->gpu;
+    if (input && input == net->prefetched) {
+        float *current = net->input_gpu;
+        net->input_gpu = net->input_spare_gpu;
+        net->input_spare_gpu = current;
+        CUDA_TRY(cudaStreamWaitEvent(gpu->stream, gpu->input_ready, 0));
+    } else if (input) {
+        DN_TRY(dn_to_device(gpu, net->input_gpu, input, (size_t)net->batch * net->inputs));
+    }
+    net->prefetched = NULL;
+    return DN_OK;
+}
+
+// The next pass's input (net->next_input, set by the pass loop) into the spare
+// buffer on the copy stream, while this pass computes.  The spare buffer held
+// the previous pass's input, which nothing reads any more.
+static dn_status start_prefetch(dn_network *net, const float *next)
+{
+    if (!next || !net->input_spare_gpu) return DN_OK;
+    dn_gpu *gpu = net->gpu;
+    if (!gpu->copy_stream) {
+        CUDA_TRY(cudaStreamCreateWithFlags(&gpu->copy_stream, cudaStreamNonBlocking));
+        CUDA_TRY(cudaEventCreateWithFlags(&gpu->input_ready, cudaEventDisableTiming));
+    }
+    CUDA_TRY(cudaMemcpyAsync(net->input_spare_gpu, next, (size_t)net->batch * net->inputs * sizeof(float),
+                             cudaMemcpyHostToDevice, gpu->copy_stream));
+    CUDA_TRY(cudaEventRecord(gpu->input_ready, gpu->copy_stream));
+    net->prefetched = next;
+    return DN_OK;
+}
+
 extern "C" dn_status dn_cuda_forward(dn_network *net, const float *input, int train,
                                      const float *truth)
 {
+    const float *next_input = train ? net->next_input : NULL;
+    net->next_input = NULL;
     DN_TRY(use_device(net->gpu));
-    if (input != NULL) DN_TRY(dn_to_device(net->gpu, net->input_gpu, input, (size_t)net->batch * net->inputs));
+    DN_TRY(place_input(net, input));
+    DN_TRY(start_prefetch(net, next_input));
     DN_TRY(run_forward(net, train, truth));
     if (!train) DN_TRY(pull_results(net));
     return DN_OK;

@@ -21,6 +21,8 @@ extern "C" {
 struct dn_gpu {
     int device;
     cudaStream_t stream;
+    cudaStream_t copy_stream; // the next pass's input upload (made on first use)
+    cudaEvent_t input_ready;  // recorded on copy_stream after that upload
     cublasHandle_t blas;
     void *dnn;                // cuDNN handle, made on first use (conv_cudnn.cu; NULL otherwise)
     void *dnn_workspace;      // cuDNN scratch, grown to the largest algorithm chosen

@@ -84,6 +84,9 @@ struct dn_network {
     float *params_gpu, *grads_gpu, *velocity_gpu, *stats_gpu;
     float *input_gpu, *input_delta_gpu, *workspace_gpu;
     size_t workspace_gpu_floats;     /* >= workspace_size: room for several images' columns */
+    float *input_spare_gpu;          /* training in subdivisions: the next pass's input, copied on the */
+    const float *next_input;         /* copy stream while this pass computes (set by the pass loop, */
+    const float *prefetched;         /* taken by the next forward; cuda.cu) */
     float *grad_partials_gpu;        /* split weight gradients (convolutional_layer.cu), training */
     size_t grad_partials_gpu_floats;
     dn_status buffers_lost;     /* not DN_OK: the last reallocation (set_batch, resize) failed so */

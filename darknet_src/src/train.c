@@ -251,7 +251,11 @@ DN_API dn_status dn_network_train_step(dn_network *net, const float *input, cons
         float loss;
         const float *in = input + (size_t)s * net->batch * net->inputs;
         const float *tr = truth ? truth + (size_t)s * net->batch * net->truth_size : NULL;
-        DN_TRY(dn_network_forward_backward(net, in, tr, &loss));
+        /* on a GPU, uploaded while this pass computes */
+        net->next_input = s + 1 < passes ? in + (size_t)net->batch * net->inputs : NULL;
+        dn_status st = dn_network_forward_backward(net, in, tr, &loss);
+        net->next_input = NULL; /* for this call only */
+        DN_TRY(st);
         loss_sum += loss;
         accumulate_stats(net, &result);
     }
