@@ -139,6 +139,24 @@ def test_failed_set_batch_leaves_nothing_to_run_on(tiny_cfg: Path) -> None:
         np.testing.assert_array_equal(net.predict(x), before)
 
 
+def test_failed_resize_keeps_the_old_size() -> None:
+    """A size one layer refuses (yolov3-tiny's route joins a 13x13 and a 26x26
+    map: 420 gives 14 and 27) changes no layer: the network keeps running at
+    its old size."""
+    cfg = Path(__file__).resolve().parent.parent / "cfg" / "yolov3-tiny.cfg"
+    with Network(cfg, batch=1) as net:
+        net.randomize(3)
+        x = np.random.default_rng(0).random(net.input_shape, dtype=np.float32)
+        before = net.predict(x)
+        shapes = [(layer.input_shape, layer.output_shape) for layer in net.layers]
+        with pytest.raises(DarknetError, match="route"):
+            net.resize(420, 420)
+        assert [(layer.input_shape, layer.output_shape) for layer in net.layers] == shapes
+        np.testing.assert_array_equal(net.predict(x), before)
+        net.resize(608, 608)  # a size it takes
+        assert net.input_shape == (1, 3, 608, 608)
+
+
 def test_bad_predict_calls(tiny_cfg: Path) -> None:
     with Network(tiny_cfg) as net:
         with pytest.raises(ArgumentError, match="float32"):

@@ -492,7 +492,9 @@ static dn_status pull_results(dn_network *net)
 static dn_status place_input(dn_network *net, const float *input)
 {
     dn_gpu *gpu = net->gpu;
-    if (input && input == net->prefetched) {
+    int take = input && input == net->prefetched;
+    net->prefetched = NULL;
+    if (take) {
         float *current = net->input_gpu;
         net->input_gpu = net->input_spare_gpu;
         net->input_spare_gpu = current;
@@ -500,7 +502,34 @@ static dn_status place_input(dn_network *net, const float *input)
     } else if (input) {
         DN_TRY(dn_to_device(gpu, net->input_gpu, input, (size_t)net->batch * net->inputs));
     }
+    return DN_OK;
+}
+
+// A pass failed after its forward started the next upload: wait for that
+// upload (it reads the caller's buffer) and forget it.
+extern "C" void dn_cuda_cancel_prefetch(dn_network *net)
+{
+    if (!net->gpu || !net->gpu->copy_stream) return;
+    cudaSetDevice(net->gpu->device);
+    cudaStreamSynchronize(net->gpu->copy_stream);
+    cudaGetLastError();
     net->prefetched = NULL;
+}
+
+static dn_status make_copy_stream(dn_gpu *gpu)
+{
+    cudaError_t e = cudaStreamCreateWithFlags(&gpu->copy_stream, cudaStreamNonBlocking);
+    if (e == cudaSuccess) {
+        e = cudaEventCreateWithFlags(&gpu->input_ready, cudaEventDisableTiming);
+        if (e != cudaSuccess) {
+            cudaStreamDestroy(gpu->copy_stream);
+            gpu->input_ready = NULL;
+        }
+    }
+    if (e != cudaSuccess) {
+        gpu->copy_stream = NULL;
+        return dn_cuda_fail(e, "cudaStreamCreate / cudaEventCreate (input upload)", __FILE__, __LINE__);
+    }
     return DN_OK;
 }
 
@@ -511,10 +540,7 @@ static dn_status start_prefetch(dn_network *net, const float *next)
 {
     if (!next || !net->input_spare_gpu) return DN_OK;
     dn_gpu *gpu = net->gpu;
-    if (!gpu->copy_stream) {
-        CUDA_TRY(cudaStreamCreateWithFlags(&gpu->copy_stream, cudaStreamNonBlocking));
-        CUDA_TRY(cudaEventCreateWithFlags(&gpu->input_ready, cudaEventDisableTiming));
-    }
+    if (!gpu->copy_stream) DN_TRY(make_copy_stream(gpu));
     CUDA_TRY(cudaMemcpyAsync(net->input_spare_gpu, next, (size_t)net->batch * net->inputs * sizeof(float),
                              cudaMemcpyHostToDevice, gpu->copy_stream));
     CUDA_TRY(cudaEventRecord(gpu->input_ready, gpu->copy_stream));

@@ -42,6 +42,8 @@ dn_status dn_cuda_network_realloc(struct dn_network *net);
 dn_status dn_cuda_forward(struct dn_network *net, const float *input, int train,
                           const float *truth);
 dn_status dn_cuda_backward(struct dn_network *net);
+/* after a failed pass: wait for and forget the next pass's input upload */
+void dn_cuda_cancel_prefetch(struct dn_network *net);
 dn_status dn_cuda_update(struct dn_network *net, const dn_update_args *args,
                          int *params_finite);
 

@@ -45,6 +45,7 @@ dn_status dn_cuda_forward(struct dn_network *net, const float *input, int train,
     return no_cuda();
 }
 dn_status dn_cuda_backward(struct dn_network *net) { (void)net; return no_cuda(); }
+void dn_cuda_cancel_prefetch(struct dn_network *net) { (void)net; }
 dn_status dn_cuda_update(struct dn_network *net, const dn_update_args *args, int *params_finite)
 {
     (void)net; (void)args; (void)params_finite;

@@ -115,12 +115,9 @@ DN_API dn_status dn_network_set_batch(dn_network *net, int batch)
     return reallocate(net);
 }
 
-DN_API dn_status dn_network_resize(dn_network *net, int width, int height)
+/* every layer's shape for a width x height input */
+static dn_status resize_layers(dn_network *net, int width, int height)
 {
-    if (!net) return DN_FAIL(DN_ERR_ARG, "network must not be NULL");
-    if (width < 1 || height < 1)
-        return DN_FAIL(DN_ERR_ARG, "size must be positive, got %dx%d", width, height);
-    if (width == net->w && height == net->h && net->buffers_lost == DN_OK) return DN_OK;
     int w = width, h = height;
     for (int i = 0; i < net->n_layers; i++) {
         dn_layer *l = &net->layers[i];
@@ -130,6 +127,22 @@ DN_API dn_status dn_network_resize(dn_network *net, int width, int height)
                            height, i, l->ops->name);
         w = l->out_w;
         h = l->out_h;
+    }
+    return DN_OK;
+}
+
+DN_API dn_status dn_network_resize(dn_network *net, int width, int height)
+{
+    if (!net) return DN_FAIL(DN_ERR_ARG, "network must not be NULL");
+    if (width < 1 || height < 1)
+        return DN_FAIL(DN_ERR_ARG, "size must be positive, got %dx%d", width, height);
+    if (width == net->w && height == net->h && net->buffers_lost == DN_OK) return DN_OK;
+    dn_status st = resize_layers(net, width, height);
+    if (st != DN_OK) {
+        /* a layer refused the size: the layers before it took it already; back to
+         * the size the buffers have (it worked before, so the message stays) */
+        if (resize_layers(net, net->w, net->h) != DN_OK) net->buffers_lost = st;
+        return st;
     }
     net->w = width;
     net->h = height;

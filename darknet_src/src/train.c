@@ -255,6 +255,7 @@ DN_API dn_status dn_network_train_step(dn_network *net, const float *input, cons
         net->next_input = s + 1 < passes ? in + (size_t)net->batch * net->inputs : NULL;
         dn_status st = dn_network_forward_backward(net, in, tr, &loss);
         net->next_input = NULL; /* for this call only */
+        if (st != DN_OK && net->gpu) dn_cuda_cancel_prefetch(net);
         DN_TRY(st);
         loss_sum += loss;
         accumulate_stats(net, &result);

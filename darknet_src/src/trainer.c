@@ -321,6 +321,7 @@ static void replica_gradients(step_job *j, int r)
                                                       : NULL,
                                                    &loss);
         net->next_input = NULL; /* for this call only */
+        if (st != DN_OK && net->gpu) dn_cuda_cancel_prefetch(net);
         if (st != DN_OK) {
             record_failure(j, r, st);
             return;

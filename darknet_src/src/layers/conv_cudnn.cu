@@ -170,11 +170,13 @@ static int pick(const Perf *perf, int returned, WorkspaceSize workspace_size, Al
         for (int i = 0; i < returned; i++) {
             size_t needed = 0;
             if (perf[i].status != CUDNN_STATUS_SUCCESS || uses_tensor_cores(perf[i].mathType) ||
-                (fma_only && perf[i].mathType != CUDNN_FMA_MATH) || perf[i].memory > workspace_limit ||
+                (fma_only && perf[i].mathType != CUDNN_FMA_MATH) ||
                 workspace_size(perf[i].algo, &needed) != CUDNN_STATUS_SUCCESS)
                 continue;
+            if (needed < perf[i].memory) needed = perf[i].memory;
+            if (needed > workspace_limit) continue;
             *algo = perf[i].algo;
-            *bytes = needed > perf[i].memory ? needed : perf[i].memory;
+            *bytes = needed;
             return 1;
         }
     return 0;

@@ -6,6 +6,7 @@
 #define DN_FAKE_CUDA_RUNTIME_H
 #include <stddef.h>
 typedef struct dn_fake_stream *cudaStream_t;
+typedef struct dn_fake_event *cudaEvent_t;
 typedef enum { cudaSuccess = 0, cudaErrorMemoryAllocation = 2 } cudaError_t;
 cudaError_t cudaMalloc(void **pointer, size_t bytes);
 cudaError_t cudaFree(void *pointer);
