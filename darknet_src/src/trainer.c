@@ -264,7 +264,16 @@ DN_API dn_status dn_trainer_set_max_batches(dn_trainer *t, int max_batches)
 DN_API dn_status dn_trainer_resize(dn_trainer *t, int width, int height)
 {
     if (!t) return DN_FAIL(DN_ERR_ARG, "trainer must not be NULL");
-    for (int r = 0; r < t->n; r++) DN_TRY(dn_network_resize(t->nets[r], width, height));
+    int old_w = t->nets[0]->w, old_h = t->nets[0]->h;
+    for (int r = 0; r < t->n; r++) {
+        dn_status st = dn_network_resize(t->nets[r], width, height);
+        if (st == DN_OK) continue;
+        /* (out of memory on one GPU, say): the replicas that took the size go
+         * back, so that all keep one size */
+        for (int k = 0; k < r; k++)
+            if (dn_network_resize(t->nets[k], old_w, old_h) != DN_OK) break;
+        return st;
+    }
     return DN_OK;
 }
 
