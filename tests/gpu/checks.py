@@ -65,6 +65,29 @@ def forward_parity(name: str, folder: Path, size: int = 416) -> Check:
                  f"worst layer {int(np.argmax(errors))}")
 
 
+def resize_parity(folder: Path, sizes: tuple[int, ...] = (416, 320, 416, 608, 320)) -> Check:
+    """yolov2-tiny, batch 2, resized between predictions as multi-scale
+    training and video at several sizes do: every size's output against the
+    CPU's (the device buffers remade, cuDNN's per-shape choices kept and
+    revisited)."""
+    cfg = cfg_copy("yolov2-tiny.cfg", folder, width=sizes[0], height=sizes[0], batch=2, subdivisions=1)
+    weights = folder / "resize.weights"
+    rng = np.random.default_rng(5)
+    worst, where = 0.0, ""
+    with Network(cfg, threads=8) as cpu:
+        cpu.randomize(4)
+        cpu.save_weights(weights)
+        with Network(cfg, weights, device=DEVICE) as gpu:
+            for size in sizes:
+                cpu.resize(size, size)
+                gpu.resize(size, size)
+                x = rng.random(cpu.input_shape, dtype=np.float32)
+                error = rel(gpu.predict(x), cpu.predict(x))
+                if error >= worst:
+                    worst, where = error, f"worst at {size}"
+    return Check(f"forward yolov2-tiny b2 resized {'->'.join(map(str, sizes))}", worst, worst < TOLERANCE, where)
+
+
 def _train_net(size: int) -> str:
     """The [net] section of the small training networks below."""
     return f"""
@@ -490,6 +513,7 @@ def run_all(with_timings: bool = True) -> list[Check]:
         folder = Path(tmp)
         for name in ("yolov2-tiny.cfg", "yolov2.cfg", "yolov3-tiny.cfg"):
             checks.append(_guard(f"forward {name}", lambda n=name: [forward_parity(n, folder)]))
+        checks.append(_guard("resize", lambda: [resize_parity(folder)]))
         for title, text in LAYER_NETS.items():
             checks.extend(_guarded_list(f"backward {title}",
                                         lambda t=title, s=text: backward_parity(t, s, folder)))

@@ -20,6 +20,13 @@ def test_forward_parity(name: str, tmp_path: Path) -> None:
     assert check.passed, check
 
 
+def test_resize_parity(tmp_path: Path) -> None:
+    from checks import resize_parity
+
+    check = resize_parity(tmp_path)
+    assert check.passed, check
+
+
 def test_backward_parity(tmp_path: Path) -> None:
     from checks import LAYER_NETS, backward_parity
 
