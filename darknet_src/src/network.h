@@ -132,6 +132,12 @@ dn_status dn_network_sync_host_params(dn_network *net);
  * input size; also the workspace, input and truth buffers. */
 dn_status dn_network_reallocate_activations(dn_network *net);
 
+/* Pass `pass` (0 .. subdivisions - 1) of a training step whose inputs and truth
+ * lie one pass after another: forward and backward on its slice; on a GPU the
+ * next slice uploads meanwhile (train.c). */
+dn_status dn_network_train_pass(dn_network *net, const float *input, const float *truth, int pass,
+                                float *loss);
+
 /* Forward over all layers.  `input` may be net->input.  With train = 1 the
  * losses run against `truth` (truth_size floats per image). */
 dn_status dn_network_forward(dn_network *net, const float *input, int train, const float *truth);

@@ -239,6 +239,20 @@ static void finish_stats(dn_train_result *out, int passes)
     }
 }
 
+dn_status dn_network_train_pass(dn_network *net, const float *input, const float *truth, int pass,
+                                float *loss)
+{
+    size_t pass_inputs = (size_t)net->batch * net->inputs;
+    const float *in = input + pass * pass_inputs;
+    const float *tr = truth ? truth + (size_t)pass * net->batch * net->truth_size : NULL;
+    /* on a GPU, the next pass's images upload while this one computes */
+    net->next_input = pass + 1 < net->hp.subdivisions ? in + pass_inputs : NULL;
+    dn_status st = dn_network_forward_backward(net, in, tr, loss);
+    net->next_input = NULL; /* for this call only */
+    if (st != DN_OK && net->gpu) dn_cuda_cancel_prefetch(net);
+    return st;
+}
+
 DN_API dn_status dn_network_train_step(dn_network *net, const float *input, const float *truth,
                                        dn_train_result *out)
 {
@@ -249,14 +263,7 @@ DN_API dn_status dn_network_train_step(dn_network *net, const float *input, cons
     float loss_sum = 0;
     for (int s = 0; s < passes; s++) {
         float loss;
-        const float *in = input + (size_t)s * net->batch * net->inputs;
-        const float *tr = truth ? truth + (size_t)s * net->batch * net->truth_size : NULL;
-        /* on a GPU, uploaded while this pass computes */
-        net->next_input = s + 1 < passes ? in + (size_t)net->batch * net->inputs : NULL;
-        dn_status st = dn_network_forward_backward(net, in, tr, &loss);
-        net->next_input = NULL; /* for this call only */
-        if (st != DN_OK && net->gpu) dn_cuda_cancel_prefetch(net);
-        DN_TRY(st);
+        DN_TRY(dn_network_train_pass(net, input, truth, s, &loss));
         loss_sum += loss;
         accumulate_stats(net, &result);
     }

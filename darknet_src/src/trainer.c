@@ -322,15 +322,8 @@ static void replica_gradients(step_job *j, int r)
     float loss_sum = 0;
     for (int s = 0; s < passes; s++) {
         net->seen = j->seen_before + ((int64_t)s * n + (n - 1)) * net->batch;
-        /* on a GPU, uploaded while this pass computes */
-        net->next_input = s + 1 < passes ? in + (size_t)(s + 1) * net->batch * net->inputs : NULL;
         float loss;
-        dn_status st = dn_network_forward_backward(net, in + (size_t)s * net->batch * net->inputs,
-                                                   tr ? tr + (size_t)s * net->batch * net->truth_size
-                                                      : NULL,
-                                                   &loss);
-        net->next_input = NULL; /* for this call only */
-        if (st != DN_OK && net->gpu) dn_cuda_cancel_prefetch(net);
+        dn_status st = dn_network_train_pass(net, in, tr, s, &loss);
         if (st != DN_OK) {
             record_failure(j, r, st);
             return;
