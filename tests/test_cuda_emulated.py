@@ -1,5 +1,5 @@
-"""CUDA code run on the CPU: the batch-norm kernels and the convolution's
-chunked im2col + GEMM orchestration.
+"""CUDA code run on the CPU: the batch-norm kernels, the convolution's
+chunked im2col + GEMM orchestration and the detection losses.
 
 darknet_src/src/layers/batchnorm_kernels.cuh is compiled by g++ with
 tests/cuda_emu/cuda_emu.hpp (CUDA's thread/block model on real threads, a
@@ -23,6 +23,12 @@ tests/cuda_emu/fake_cuda/cudnn.h, whose functions give scripted answers and
 log the calls (tests/cuda_emu/cudnn_driver.cpp): its choice of algorithms
 (measured, else cuDNN's heuristics; FP32 FMA math within the workspace
 limit), one choice per input shape, kept for the shapes it has seen.
+
+darknet_src/src/layers/detection_loss_kernels.cuh (the region and yolo
+losses: a thread per anchor-cell, a thread per image for its truths, the
+cost as per-block partial sums) runs under the emulation as loss_layers.cu
+launches it, against the engine's host loss on the same activated output
+and truths: the delta bit for bit, the cost and statistics to rounding.
 
 The GPU itself is checked by tests/gpu (CPU vs GPU) on a machine with one."""
 from __future__ import annotations
@@ -384,3 +390,104 @@ def test_cudnn_without_an_fp32_algorithm_is_an_error(cudnn_driver: Path) -> None
     errors = [line for line in log if line.startswith("error")]
     assert len(errors) == 2 and all("no FP32 forward algorithm" in e for e in errors)
     assert queries(log) == ["find forward h=16", "guess forward h=16"] * 2  # nothing half-made is kept
+
+
+# ---- the region and yolo losses --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def loss_driver(drivers: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    exe = tmp_path_factory.mktemp("loss_emu") / "loss_driver"
+    result = _compile(EMU / "loss_driver.cpp", exe)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return exe
+
+
+def edge_truths(truth: np.ndarray, classes: int) -> np.ndarray:
+    """random_truths' images, then: the second image without truths, and a
+    box at x = 1.0 in the last (its cell index is clamped into the grid)."""
+    truth = truth.copy().reshape(truth.shape[0], -1, 5)
+    truth[1] = 0
+    last = truth[-1]
+    free = int(np.argmax(last[:, 0] == 0))
+    last[free] = (1.0, .5, .3, .4, classes - 1)
+    return truth.reshape(truth.shape[0], -1)
+
+
+def run_loss_driver(driver: Path, folder: Path, params: list[object], arrays: dict[str, np.ndarray]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    folder.mkdir(exist_ok=True)
+    (folder / "params.txt").write_text(" ".join(f"{p:.9g}" if isinstance(p, float) else str(p) for p in params))
+    for name, array in arrays.items():
+        np.ascontiguousarray(array, np.float32).tofile(folder / f"{name}.bin")
+    run = subprocess.run([str(driver), str(folder)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    return np.fromfile(folder / "delta.bin", np.float32), np.fromfile(folder / "results.bin", np.float32)
+
+
+def assert_loss_matches(delta: np.ndarray, results: np.ndarray, cpu_delta: np.ndarray, step: object,
+                        batch: int, predictions: int) -> int:
+    """The kernels' delta against the engine's host loss: bit for bit (the
+    same code, layers/detection_loss.h, with no FMA contraction on either
+    side); the cost and statistics to float rounding (they add up in
+    another order: per block and per image)."""
+    np.testing.assert_array_equal(delta, cpu_delta.ravel())
+    cost, objectness, sums = float(results[0]), float(results[1]), results[2:]
+    assert cost == pytest.approx(step.loss * batch, rel=1e-5)
+    stats = step.layers[0]
+    count = int(sums[5])
+    assert count == stats.count and count > 0
+    for value, expected in ((sums[0] / count, stats.avg_iou), (sums[3] / count, stats.avg_class),
+                            (sums[4] / count, stats.avg_obj), (sums[1] / count, stats.recall),
+                            (sums[2] / count, stats.recall75), (objectness / predictions, stats.avg_noobj)):
+        assert float(value) == pytest.approx(expected, rel=1e-5, abs=1e-7)
+    return count
+
+
+@pytest.mark.parametrize("softmax,rescore,bias_match,seen", [
+    (1, 1, 1, 0),        # YOLOv2's settings, with the prior term (seen < 12800)
+    (0, 0, 0, 20000),    # logistic classes (darknet's tag rule), no prior term
+])
+def test_region_loss_kernels_match_host_loss(loss_driver: Path, tmp_path: Path, softmax: int, rescore: int,
+                                             bias_match: int, seen: int) -> None:
+    from test_region_loss import REGION_ANCHORS, REGION_OPTIONS, options_text, random_truths, region_net
+    B, W, H, classes = 3, 6, 4, 4  # 24 cells, 3 anchors: a wrong (cell, anchor) split shows
+    net = region_net(tmp_path, batch=B, w=W, h=H, anchors=REGION_ANCHORS, classes=classes, softmax=softmax,
+                     options=options_text(rescore=rescore, bias_match=bias_match, **REGION_OPTIONS))
+    rng = np.random.default_rng(7 + softmax)
+    x = rng.normal(0, 1.5, net.input_shape).astype(np.float32)
+    truth = edge_truths(random_truths(rng, B, 5, 30, classes, (W, H)), classes)
+    net.seen = seen
+    step = net.train_step(x, truth)
+    o = REGION_OPTIONS
+    params = ["region", B, W, H, len(REGION_ANCHORS), 4, classes, softmax, 0, rescore, bias_match,
+              int(seen + B < 12800), float(o["thresh"]), float(o["coord_scale"]), float(o["object_scale"]),
+              float(o["noobject_scale"]), float(o["class_scale"]), net.truth_size]
+    delta, results = run_loss_driver(loss_driver, tmp_path / "emu", params, {
+        "output": net.layer_output(0), "truth": truth, "anchors": REGION_ANCHORS})
+    assert_loss_matches(delta, results, net.delta(0), step, B, W * H * len(REGION_ANCHORS) * B)
+
+
+@pytest.mark.parametrize("ignore_thresh,truth_thresh", [
+    (.5, 1.0),   # darknet's yolov3 settings
+    (.2, .3),    # predictions that overlap a truth by > .3 take it themselves
+])
+def test_yolo_loss_kernels_match_host_loss(loss_driver: Path, tmp_path: Path, ignore_thresh: float,
+                                           truth_thresh: float) -> None:
+    from test_region_loss import options_text, random_truths, yolo_net
+    B, W, H, classes, mask = 3, 6, 5, 3, [1, 2]
+    anchors = np.array([[1.5, 1.2], [3.0, 3.0], [6.0, 5.0], [10.0, 9.0]])  # pixels of the 12 x 10 input
+    net = yolo_net(tmp_path, batch=B, w=W, h=H, anchors=anchors, mask=mask, classes=classes,
+                   options=options_text(ignore_thresh=ignore_thresh, truth_thresh=truth_thresh))
+    rng = np.random.default_rng(11)
+    x = rng.normal(0, 1.5, net.input_shape).astype(np.float32)
+    truth = edge_truths(random_truths(rng, B, 6, 90, classes, (W, H)), classes)
+    step = net.train_step(x, truth)
+    params = ["yolo", B, W, H, len(mask), len(anchors), classes, 90, 2 * W, 2 * H, ignore_thresh, truth_thresh,
+              net.truth_size]
+    delta, results = run_loss_driver(loss_driver, tmp_path / "emu", params, {
+        "output": net.layer_output(1), "truth": truth, "anchors": anchors, "mask": np.array(mask)})
+    matched = assert_loss_matches(delta, results, net.delta(1), step, B, W * H * len(mask) * B)
+    # the case covers what it is meant to: anchor-cells that took a truth by
+    # IoU above truth_thresh have class deltas beyond the truths' own
+    with_class = np.count_nonzero(np.any(delta.reshape(B, len(mask), 5 + classes, H, W)[:, :, 5:] != 0, axis=2))
+    assert (with_class > matched) == (truth_thresh < 1)

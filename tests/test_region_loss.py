@@ -215,7 +215,7 @@ def yolo_targets(raw: np.ndarray, truths: np.ndarray, *, anchors: np.ndarray, ma
 # ---- networks -----------------------------------------------------------------------------------
 
 def region_net(tmp_path: Path, *, batch: int, w: int, h: int, anchors: np.ndarray, classes: int,
-               options: str = "", backward: bool = False) -> Network:
+               options: str = "", backward: bool = False, softmax: int = 1) -> Network:
     """[region] alone.  The region backward multiplies the delta by the
     logistic derivative IN PLACE (as darknet's GPU path does); to read the
     delta the forward left, backward=False sets stopbackward=1 on it."""
@@ -225,7 +225,7 @@ def region_net(tmp_path: Path, *, batch: int, w: int, h: int, anchors: np.ndarra
     text = (f"[net]\nbatch={batch}\nsubdivisions=1\nwidth={w}\nheight={h}\n"
             f"channels={n * (5 + classes)}\nlearning_rate=0\nmomentum=0\ndecay=0\n\n"
             f"[region]\nanchors={','.join(f'{v:g}' for v in anchors.ravel())}\n"
-            f"classes={classes}\ncoords=4\nnum={n}\nsoftmax=1\n{options}\n")
+            f"classes={classes}\ncoords=4\nnum={n}\nsoftmax={softmax}\n{options}\n")
     path = tmp_path / "region.cfg"
     path.write_text(text)
     return Network(path, train=True, batch=0, threads=1)

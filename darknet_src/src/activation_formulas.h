@@ -10,12 +10,7 @@
 #include <math.h>
 
 #include "activations.h"
-
-#ifdef __CUDACC__
-#define DN_HD __host__ __device__
-#else
-#define DN_HD
-#endif
+#include "hd.h"
 
 #if defined(__CUDA_ARCH__)
 #define DN_EXP(x) expf(x)

@@ -3,31 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* length of the overlap of two 1-d intervals given by centre and width */
-static float overlap(float x1, float w1, float x2, float w2)
-{
-    float left1 = x1 - w1 / 2, left2 = x2 - w2 / 2;
-    float left = left1 > left2 ? left1 : left2;
-    float right1 = x1 + w1 / 2, right2 = x2 + w2 / 2;
-    float right = right1 < right2 ? right1 : right2;
-    return right - left;
-}
-
-static float box_intersection(dn_box a, dn_box b)
-{
-    float w = overlap(a.x, a.w, b.x, b.w);
-    float h = overlap(a.y, a.h, b.y, b.h);
-    if (w < 0 || h < 0) return 0;
-    return w * h;
-}
-
-float dn_box_iou(dn_box a, dn_box b)
-{
-    float inter = box_intersection(a, b);
-    float uni = a.w * a.h + b.w * b.h - inter;
-    return inter / uni;
-}
-
 /* ---- sorting ------------------------------------------------------------------
  * darknet sorts with qsort; glibc's qsort (Debian's darknet) is a stable
  * merge sort for arrays like these, so ties keep their order.  We use our own

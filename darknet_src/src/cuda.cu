@@ -19,6 +19,7 @@ extern "C" {
 #include "layers/batchnorm_gpu.cuh"
 #include "layers/conv_cudnn.cuh"
 #include "layers/convolutional_gpu.cuh"
+#include "layers/detection_loss_gpu.cuh"
 
 
 // ---- errors -------------------------------------------------------------------------
@@ -212,6 +213,7 @@ static void free_layer_buffers(dn_layer *l)
     device_free(&l->gpu.mask);
     device_free(&l->gpu.factors);
     device_free(&l->gpu.bn_partials);
+    device_free(&l->gpu.loss);
     if (l->gpu.indexes) cudaFree(l->gpu.indexes);
     l->gpu.indexes = NULL;
 }
@@ -241,6 +243,8 @@ static dn_status alloc_layer_buffers(dn_network *net, dn_layer *l)
     }
     if (l->type == DN_LAYER_DROPOUT && net->train)
         DN_TRY(device_alloc_zero(n, &l->gpu.mask, "dropout mask", dev));
+    if (net->train)  // the region / yolo loss's anchors, truths and results
+        DN_TRY(device_alloc(dn_detection_loss_gpu_floats(l, net->truth_size), &l->gpu.loss, "loss scratch", dev));
     return DN_OK;
 }
 

@@ -181,6 +181,7 @@ struct dn_layer {
         float *mask;              /* dropout */
         float *factors;           /* folded batch-norm scale | shift (inference) */
         float *bn_partials;       /* batch-norm per-block partial sums (training) */
+        float *loss;              /* region / yolo loss scratch (training; detection_loss_kernels.cuh) */
         void *dnn;                /* cuDNN descriptors of a convolution (conv_cudnn.cu) */
     } gpu;
 

@@ -275,6 +275,102 @@ def backward_parity(title: str, text: str, folder: Path) -> list[Check]:
             Check(f"weights after a step: {title}", param_err, param_err < TOLERANCE)]
 
 
+# The detection losses at full size: yolov2's [region] (13 x 13, 5 anchors,
+# 80 classes) and yolov3-tiny's 13 x 13 [yolo], each behind a 1x1
+# convolution with stride 32 that turns a 416 x 416 input into its grid.
+LOSS_NET_HEAD = """[net]
+batch=8
+subdivisions=2
+width=416
+height=416
+channels=3
+learning_rate=0.001
+momentum=0.9
+decay=0.0005
+[convolutional]
+filters={filters}
+size=1
+stride=32
+activation=linear
+"""
+LOSS_NETS: dict[str, str] = {
+    "region": LOSS_NET_HEAD.format(filters=425) + """[region]
+anchors = 0.57273,0.677385, 1.87446,2.06253, 3.33843,5.47434, 7.88282,3.52778, 9.77052,9.16828
+bias_match=1
+classes=80
+coords=4
+num=5
+softmax=1
+rescore=1
+object_scale=5
+noobject_scale=1
+class_scale=1
+coord_scale=1
+thresh=.6
+""",
+    "yolo": LOSS_NET_HEAD.format(filters=255) + """[yolo]
+mask = 3,4,5
+anchors = 10,14, 23,27, 37,58, 81,82, 135,169, 344,319
+classes=80
+num=6
+ignore_thresh=.7
+truth_thresh=1
+""",
+}
+
+
+def crowded_truth(net: Network, rng: np.random.Generator) -> np.ndarray:
+    """0 to 30 boxes per image (one image without any), some sharing a cell,
+    one at x = 1.0 (the cell index darknet would step off the grid with)."""
+    images = net.images_per_step
+    rows = net.truth_size // 5
+    truth = np.zeros((images, rows, 5), np.float32)
+    for b in range(images):
+        count = 0 if b == 1 else int(rng.integers(1, min(30, rows) + 1))
+        for t in range(count):
+            if t % 4 == 3:  # in the previous box's cell
+                truth[b, t] = truth[b, t - 1]
+                truth[b, t, 2:4] = rng.uniform(.05, .6, 2)
+            else:
+                truth[b, t] = [rng.uniform(.01, .99), rng.uniform(.01, .99), *rng.uniform(.02, .8, 2),
+                               rng.integers(0, 80)]
+        if b == images - 1 and count < rows:
+            truth[b, count] = [1.0, .5, .2, .3, 7]
+    return truth.reshape(images, -1)
+
+
+def loss_parity(kind: str, seen: int, folder: Path) -> Check:
+    """One training step (2 passes of 8) of LOSS_NETS[kind] on both sides: the
+    loss layer's delta, the step's loss and statistics (IoU, class, objectness,
+    recall, count), the weights after the update."""
+    cfg = folder / f"loss-{kind}.cfg"
+    cfg.write_text(LOSS_NETS[kind])
+    weights = folder / f"loss-{kind}.weights"
+    rng = np.random.default_rng(21)
+    results = []
+    with Network(cfg, train=True, batch=0, threads=4) as cpu:
+        cpu.randomize(3)
+        cpu.save_weights(weights)
+        shape = (cpu.images_per_step, *cpu.input_shape[1:])
+        x = rng.standard_normal(shape).astype(np.float32)
+        truth = crowded_truth(cpu, rng)
+    for device in ("cpu", DEVICE):
+        with Network(cfg, weights, train=True, batch=0, threads=4, device=device) as net:
+            net.seen = seen
+            step = net.train_step(x, truth)
+            results.append((step, net.delta(1).copy(), {k: v.copy() for k, v in net.params(0).items()}))
+    (cpu_step, cpu_delta, cpu_params), (gpu_step, gpu_delta, gpu_params) = results
+    cpu_stats, gpu_stats = cpu_step.layers[0], gpu_step.layers[0]
+    fields = ("avg_iou", "avg_class", "avg_obj", "avg_noobj", "recall", "recall75")
+    stats_err = max(abs(getattr(gpu_stats, f) - getattr(cpu_stats, f)) / max(abs(getattr(cpu_stats, f)), 1e-6)
+                    for f in fields)
+    error = max(rel(gpu_delta, cpu_delta), abs(gpu_step.loss - cpu_step.loss) / abs(cpu_step.loss), stats_err,
+                max(rel(gpu_params[k], v) for k, v in cpu_params.items()))
+    same_count = gpu_stats.count == cpu_stats.count > 0
+    return Check(f"{kind} loss on the device, seen {seen}: delta, loss, statistics, weights", error,
+                 error < TOLERANCE and same_count, f"{cpu_stats.count} truths matched")
+
+
 def replicas_on_one_gpu(folder: Path) -> Check:
     """2 replicas x batch 4 on GPU 0 (host reduction; NCCL refuses two ranks
     on one GPU) == 1 replica x batch 8 with subdivisions 2, 5 steps."""
@@ -517,6 +613,8 @@ def run_all(with_timings: bool = True) -> list[Check]:
         for title, text in LAYER_NETS.items():
             checks.extend(_guarded_list(f"backward {title}",
                                         lambda t=title, s=text: backward_parity(t, s, folder)))
+        for kind, seen in (("region", 0), ("region", 20000), ("yolo", 0)):
+            checks.append(_guard(f"{kind} loss", lambda k=kind, n=seen: [loss_parity(k, n, folder)]))
         checks.append(_guard("replicas", lambda: [replicas_on_one_gpu(folder)]))
         checks.append(_guard("one rank", lambda: [one_rank_allreduce(folder)]))
         for c in checks:

@@ -1,10 +1,16 @@
-// The CUDA twins of the output layers: region and yolo (activations on the
-// GPU, the loss on the host as darknet's GPU path does it), softmax and cost.
+// The CUDA twins of the output layers: region and yolo (activations and
+// loss on the GPU; darknet's GPU path computes these losses on the host, with
+// the whole output down and the delta back up every pass), softmax and cost
+// (their losses on the host).
+#include <stdlib.h>
+
 #include "../cuda_common.cuh"
 
 extern "C" {
 #include "detection_layers.h"
 }
+#include "detection_loss_gpu.cuh"
+#include "detection_loss_kernels.cuh"
 
 __global__ void logistic_planes_kernel(float *x, int planes_per_anchor, int first_plane,
                                        int n_planes, int spatial, int anchors, int batch,
@@ -58,6 +64,93 @@ static void host_loss(dn_layer *l, const dn_ctx *ctx, void (*loss)(dn_layer *, c
                                    gpu->stream));
 }
 
+// ---- the region and yolo losses (detection_loss_kernels.cuh) ----------------------------
+
+static int loss_anchor_pairs(const dn_layer *l)
+{
+    return l->type == DN_LAYER_REGION ? l->u.region.n_anchors : l->u.yolo.total;
+}
+
+static int loss_mask_ints(const dn_layer *l) { return l->type == DN_LAYER_YOLO ? l->u.yolo.n_anchors : 0; }
+
+size_t dn_detection_loss_gpu_floats(const dn_layer *l, int truth_stride)
+{
+    if (l->type != DN_LAYER_REGION && l->type != DN_LAYER_YOLO) return 0;
+    return dn_loss_scratch_layout(loss_anchor_pairs(l), loss_mask_ints(l), l->batch, truth_stride).floats;
+}
+
+// The anchors (and yolo's mask) and this pass's truths into the layer's scratch.
+// Copies from pageable memory: staged before the call returns.
+static dn_loss_scratch upload_loss_inputs(dn_layer *l, const dn_ctx *ctx, const float *anchors, const int *mask)
+{
+    dn_gpu *gpu = ctx->gpu->gpu;
+    int pairs = loss_anchor_pairs(l), mask_ints = loss_mask_ints(l);
+    dn_loss_scratch s = dn_loss_scratch_layout(pairs, mask_ints, l->batch, ctx->truth_stride);
+    float *scratch = l->gpu.loss;
+    GPU_CHECK(gpu, cudaMemcpyAsync(scratch + s.anchors, anchors, 2 * (size_t)pairs * sizeof(float),
+                                   cudaMemcpyHostToDevice, gpu->stream));
+    if (mask_ints)  // ints in the float buffer: same size and alignment
+        GPU_CHECK(gpu, cudaMemcpyAsync(scratch + s.mask, mask, (size_t)mask_ints * sizeof(int),
+                                       cudaMemcpyHostToDevice, gpu->stream));
+    GPU_CHECK(gpu, cudaMemcpyAsync(scratch + s.truths, ctx->truth, (size_t)l->batch * ctx->truth_stride * sizeof(float),
+                                   cudaMemcpyHostToDevice, gpu->stream));
+    return s;
+}
+
+// The cost (the delta's squared magnitude) and the statistics: per-block
+// partials and per-image sums come down in one copy, added up on the host.
+static void finish_loss(dn_layer *l, const dn_ctx *ctx, const dn_loss_scratch *s, int predictions)
+{
+    dn_gpu *gpu = ctx->gpu->gpu;
+    float *results = l->gpu.loss + s->results;
+    squares_partials_kernel<<<DN_LOSS_BLOCKS, DN_LOSS_THREADS, 0, gpu->stream>>>(
+        l->gpu.delta, (size_t)l->batch * l->out_size, results + DN_LOSS_BLOCKS);
+    GPU_LAUNCHED(gpu);
+    float *host = (float *)malloc(s->result_floats * sizeof(float));
+    if (!host) {
+        dn_gpu_record(gpu, DN_FAIL(DN_ERR_OOM, "out of memory for the loss of layer %d", l->index));
+        return;
+    }
+    GPU_CHECK(gpu, cudaMemcpyAsync(host, results, s->result_floats * sizeof(float), cudaMemcpyDeviceToHost,
+                                   gpu->stream));
+    GPU_CHECK(gpu, cudaStreamSynchronize(gpu->stream));
+    if (gpu->error == DN_OK) {
+        float sums[DN_LOSS_SUMS], objectness;
+        dn_loss_results(host, l->batch, &l->cost, &objectness, sums);
+        dn_detection_stats_from_sums(&l->stats, sums, objectness, predictions);
+    }
+    free(host);
+}
+
+// The loss stages on the device (the delta was zeroed by the training forward).
+template <typename Args>
+static void run_loss_kernels(dn_layer *l, const dn_ctx *ctx, const Args &args, const dn_loss_scratch &s)
+{
+    dn_gpu *gpu = ctx->gpu->gpu;
+    float *scratch = l->gpu.loss;
+    loss_cells_kernel<<<DN_LOSS_BLOCKS, DN_LOSS_THREADS, 0, gpu->stream>>>(
+        args, scratch + s.truths, ctx->truth_stride, l->batch, scratch + s.results);
+    GPU_LAUNCHED(gpu);
+    loss_truths_kernel<<<dn_blocks(l->batch), 256, 0, gpu->stream>>>(
+        args, scratch + s.truths, ctx->truth_stride, l->batch, scratch + s.results + 2 * DN_LOSS_BLOCKS);
+    GPU_LAUNCHED(gpu);
+    finish_loss(l, ctx, &s, l->out_w * l->out_h * args.n_anchors * l->batch);
+}
+
+// darknet's forward_region_layer / forward_yolo_layer on the device
+static void region_loss_gpu(dn_layer *l, const dn_ctx *ctx)
+{
+    dn_loss_scratch s = upload_loss_inputs(l, ctx, l->u.region.anchors, NULL);
+    run_loss_kernels(l, ctx, dn_region_loss_args_of(l, ctx, l->gpu.output, l->gpu.delta, l->gpu.loss + s.anchors), s);
+}
+
+static void yolo_loss_gpu(dn_layer *l, const dn_ctx *ctx)
+{
+    dn_loss_scratch s = upload_loss_inputs(l, ctx, l->u.yolo.anchors, l->u.yolo.mask);
+    const int *mask = (const int *)(l->gpu.loss + s.mask);
+    run_loss_kernels(l, ctx, dn_yolo_loss_args_of(l, ctx, l->gpu.output, l->gpu.delta, l->gpu.loss + s.anchors, mask), s);
+}
+
 // ---- [region] ------------------------------------------------------------------------
 
 void dn_region_forward_gpu(dn_layer *l, const dn_ctx *ctx)
@@ -77,7 +170,7 @@ void dn_region_forward_gpu(dn_layer *l, const dn_ctx *ctx)
     } else {
         logistic_planes(gpu, l->gpu.output, per_anchor, coords + 1, classes, spatial, anchors, l->batch);
     }
-    if (ctx->train && ctx->truth) host_loss(l, ctx, dn_region_loss);
+    if (ctx->train && ctx->truth) region_loss_gpu(l, ctx);
 }
 
 void dn_region_backward_gpu(dn_layer *l, const dn_ctx *ctx)
@@ -109,7 +202,7 @@ void dn_yolo_forward_gpu(dn_layer *l, const dn_ctx *ctx)
     dn_copy_gpu(gpu, l->gpu.output, ctx->gpu->input, (size_t)l->batch * l->out_size);
     logistic_planes(gpu, l->gpu.output, per_anchor, 0, 2, spatial, anchors, l->batch);
     logistic_planes(gpu, l->gpu.output, per_anchor, 4, 1 + classes, spatial, anchors, l->batch);
-    if (ctx->train && ctx->truth) host_loss(l, ctx, dn_yolo_loss);
+    if (ctx->train && ctx->truth) yolo_loss_gpu(l, ctx);
 }
 
 void dn_yolo_backward_gpu(dn_layer *l, const dn_ctx *ctx)

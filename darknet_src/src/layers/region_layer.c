@@ -33,9 +33,8 @@
 #include "../error.h"
 #include "../layer.h"
 #include "detection_layers.h"
+#include "detection_loss.h"
 
-#define REGION_MAX_TRUTHS 30 /* darknet's region layer reads at most 30 truths */
-#define PRIOR_SEEN_LIMIT 12800
 
 static int entries(const dn_layer *l) { return l->u.region.coords + 1 + l->u.region.classes; }
 
@@ -108,7 +107,7 @@ static dn_status region_parse(dn_layer *l, const dn_build *b)
     DN_TRY(dn_cfg_int(cfg, s, "bias_match", 0, &l->u.region.bias_match));
 
     DN_TRY(dn_read_anchors(b, num, "grid cells", &l->u.region.anchors));
-    l->truth_size = REGION_MAX_TRUTHS * (coords + 1);
+    l->truth_size = DN_REGION_MAX_TRUTHS * (coords + 1);
     return DN_OK;
 }
 
@@ -149,140 +148,54 @@ static void region_activate(dn_layer *l, const float *input, dn_pool *pool)
 
 static dn_box region_box(const dn_layer *l, const float *x, int anchor, size_t index, int i, int j)
 {
-    int stride = l->out_w * l->out_h;
-    dn_box b;
-    b.x = (i + x[index + 0 * stride]) / l->out_w;
-    b.y = (j + x[index + 1 * stride]) / l->out_h;
-    b.w = expf(x[index + 2 * stride]) * l->u.region.anchors[2 * anchor] / l->out_w;
-    b.h = expf(x[index + 3 * stride]) * l->u.region.anchors[2 * anchor + 1] / l->out_h;
-    return b;
+    return dn_region_box(x, l->u.region.anchors, anchor, index, i, j, l->out_w, l->out_h);
 }
 
-/* box deltas towards `truth`; returns the IoU of the predicted box with it */
-static float delta_region_box(const dn_layer *l, dn_box truth, int anchor, size_t index, int i,
-                              int j, float scale)
+dn_region_loss_args dn_region_loss_args_of(const dn_layer *l, const dn_ctx *ctx, const float *output,
+                                           float *delta, const float *anchors)
 {
-    const float *x = l->output;
-    int stride = l->out_w * l->out_h;
-    dn_box pred = region_box(l, x, anchor, index, i, j);
-    float iou = dn_box_iou(pred, truth);
-    float tx = truth.x * l->out_w - i;
-    float ty = truth.y * l->out_h - j;
-    float tw = logf(truth.w * l->out_w / l->u.region.anchors[2 * anchor]);
-    float th = logf(truth.h * l->out_h / l->u.region.anchors[2 * anchor + 1]);
-    l->delta[index + 0 * stride] = scale * (tx - x[index + 0 * stride]);
-    l->delta[index + 1 * stride] = scale * (ty - x[index + 1 * stride]);
-    l->delta[index + 2 * stride] = scale * (tw - x[index + 2 * stride]);
-    l->delta[index + 3 * stride] = scale * (th - x[index + 3 * stride]);
-    return iou;
+    dn_region_loss_args a;
+    a.output = output;
+    a.delta = delta;
+    a.anchors = anchors;
+    a.w = l->out_w;
+    a.h = l->out_h;
+    a.out_size = l->out_size;
+    a.n_anchors = l->u.region.n_anchors;
+    a.coords = l->u.region.coords;
+    a.classes = l->u.region.classes;
+    a.truth_floats = l->u.region.coords + 1;
+    a.softmax = l->u.region.softmax;
+    a.background = l->u.region.background;
+    a.rescore = l->u.region.rescore;
+    a.bias_match = l->u.region.bias_match;
+    a.prior = ctx->seen < DN_REGION_PRIOR_SEEN;
+    a.thresh = l->u.region.thresh;
+    a.coord_scale = l->u.region.coord_scale;
+    a.object_scale = l->u.region.object_scale;
+    a.noobject_scale = l->u.region.noobject_scale;
+    a.class_scale = l->u.region.class_scale;
+    return a;
 }
 
-/* class deltas; with logistic classes (softmax=0) a cell already given a
- * truth only gets the new class pulled up (darknet's `tag`) */
-static void delta_region_class(dn_layer *l, size_t index, int cls, float *avg_cat)
-{
-    int stride = l->out_w * l->out_h, classes = l->u.region.classes;
-    float scale = l->u.region.class_scale;
-    if (l->delta[index] != 0 && !l->u.region.softmax) {
-        l->delta[index + (size_t)stride * cls] = scale * (1 - l->output[index + (size_t)stride * cls]);
-        return;
-    }
-    for (int n = 0; n < classes; n++) {
-        size_t at = index + (size_t)stride * n;
-        l->delta[at] = scale * ((n == cls ? 1.f : 0.f) - l->output[at]);
-        if (n == cls) *avg_cat += l->output[at];
-    }
-}
-
-static dn_box truth_box(const float *t) { return (dn_box){t[0], t[1], t[2], t[3]}; }
-
+/* darknet's forward_region_layer, on the host (layers/detection_loss.h) */
 void dn_region_loss(dn_layer *l, const dn_ctx *ctx)
 {
-    int W = l->out_w, H = l->out_h, spatial = W * H, coords = l->u.region.coords;
-    int n_anchors = l->u.region.n_anchors;
-    int truth_stride = coords + 1;
-    float avg_iou = 0, recall = 0, avg_cat = 0, avg_obj = 0, avg_anyobj = 0;
-    int count = 0;
+    int spatial = l->out_w * l->out_h, n_anchors = l->u.region.n_anchors;
+    dn_region_loss_args args = dn_region_loss_args_of(l, ctx, l->output, l->delta, l->u.region.anchors);
+    float sums[DN_LOSS_SUMS] = {0}, anyobj = 0;
     dn_fill(l->delta, (size_t)l->batch * l->out_size, 0.f);
     for (int b = 0; b < l->batch; b++) {
         const float *truths = ctx->truth + (size_t)b * ctx->truth_stride;
-        for (int j = 0; j < H; j++)
-            for (int i = 0; i < W; i++)
-                for (int n = 0; n < n_anchors; n++) {
-                    size_t box_index = entry_index(l, b, n * spatial + j * W + i, 0);
-                    dn_box pred = region_box(l, l->output, n, box_index, i, j);
-                    float best_iou = 0;
-                    for (int t = 0; t < REGION_MAX_TRUTHS; t++) {
-                        dn_box truth = truth_box(truths + t * truth_stride);
-                        if (!truth.x) break; /* darknet: x == 0 ends the list */
-                        float iou = dn_box_iou(pred, truth);
-                        if (iou > best_iou) best_iou = iou;
-                    }
-                    size_t obj_index = entry_index(l, b, n * spatial + j * W + i, coords);
-                    avg_anyobj += l->output[obj_index];
-                    l->delta[obj_index] = l->u.region.noobject_scale * (0 - l->output[obj_index]);
-                    if (l->u.region.background)
-                        l->delta[obj_index] =
-                            l->u.region.noobject_scale * (1 - l->output[obj_index]);
-                    if (best_iou > l->u.region.thresh) l->delta[obj_index] = 0;
-
-                    if (ctx->seen < PRIOR_SEEN_LIMIT) {
-                        dn_box prior = {(i + .5f) / W, (j + .5f) / H,
-                                        l->u.region.anchors[2 * n] / W,
-                                        l->u.region.anchors[2 * n + 1] / H};
-                        delta_region_box(l, prior, n, box_index, i, j, .01f);
-                    }
-                }
-        for (int t = 0; t < REGION_MAX_TRUTHS; t++) {
-            dn_box truth = truth_box(truths + t * truth_stride);
-            if (!truth.x) break;
-            /* darknet indexes the cell as (int)(x * W); x == 1 would step out of the
-             * grid there, so clamp (no effect on boxes inside the image) */
-            int i = dn_min_int((int)(truth.x * W), W - 1), j = dn_min_int((int)(truth.y * H), H - 1);
-            dn_box truth_shift = {0, 0, truth.w, truth.h};
-            float best_iou = 0;
-            int best_n = 0;
-            for (int n = 0; n < n_anchors; n++) {
-                size_t box_index = entry_index(l, b, n * spatial + j * W + i, 0);
-                dn_box pred = region_box(l, l->output, n, box_index, i, j);
-                if (l->u.region.bias_match) {
-                    pred.w = l->u.region.anchors[2 * n] / W;
-                    pred.h = l->u.region.anchors[2 * n + 1] / H;
-                }
-                pred.x = pred.y = 0;
-                float iou = dn_box_iou(pred, truth_shift);
-                if (iou > best_iou) {
-                    best_iou = iou;
-                    best_n = n;
-                }
-            }
-            size_t box_index = entry_index(l, b, best_n * spatial + j * W + i, 0);
-            float iou = delta_region_box(l, truth, best_n, box_index, i, j,
-                                         l->u.region.coord_scale * (2 - truth.w * truth.h));
-            if (iou > .5f) recall += 1;
-            avg_iou += iou;
-            size_t obj_index = entry_index(l, b, best_n * spatial + j * W + i, coords);
-            avg_obj += l->output[obj_index];
-            float target = l->u.region.rescore ? iou : 1.f;
-            if (l->u.region.background) target = 0.f;
-            l->delta[obj_index] = l->u.region.object_scale * (target - l->output[obj_index]);
-            int cls = (int)truths[t * truth_stride + coords];
-            size_t class_index = entry_index(l, b, best_n * spatial + j * W + i, coords + 1);
-            delta_region_class(l, class_index, cls, &avg_cat);
-            count++;
-        }
+        for (int cell = 0; cell < spatial; cell++)
+            for (int n = 0; n < n_anchors; n++) anyobj += dn_region_cell_loss(&args, truths, b, n, cell);
+        dn_region_truths_loss(&args, truths, b, sums);
     }
     float mag = 0;
     size_t n_delta = (size_t)l->batch * l->out_size;
     for (size_t k = 0; k < n_delta; k++) mag += l->delta[k] * l->delta[k];
     l->cost = mag;
-    l->stats.count = count;
-    l->stats.avg_iou = count ? avg_iou / count : 0;
-    l->stats.avg_class = count ? avg_cat / count : 0;
-    l->stats.avg_obj = count ? avg_obj / count : 0;
-    l->stats.avg_noobj = avg_anyobj / (spatial * n_anchors * l->batch);
-    l->stats.recall = count ? recall / count : 0;
-    l->stats.recall75 = 0;
+    dn_detection_stats_from_sums(&l->stats, sums, anyobj, spatial * n_anchors * l->batch);
 }
 
 static void region_forward(dn_layer *l, const dn_ctx *ctx)

@@ -21,6 +21,7 @@
 #include "../error.h"
 #include "../layer.h"
 #include "detection_layers.h"
+#include "detection_loss.h"
 
 static int entries(const dn_layer *l) { return 4 + 1 + l->u.yolo.classes; }
 
@@ -104,143 +105,49 @@ static dn_status yolo_resize(dn_layer *l, int in_w, int in_h)
 static dn_box yolo_box(const dn_layer *l, const float *x, int anchor, size_t index, int i, int j,
                        int net_w, int net_h)
 {
-    int stride = l->out_w * l->out_h;
-    dn_box b;
-    b.x = (i + x[index + 0 * stride]) / l->out_w;
-    b.y = (j + x[index + 1 * stride]) / l->out_h;
-    b.w = expf(x[index + 2 * stride]) * l->u.yolo.anchors[2 * anchor] / net_w;
-    b.h = expf(x[index + 3 * stride]) * l->u.yolo.anchors[2 * anchor + 1] / net_h;
-    return b;
+    return dn_yolo_box(x, l->u.yolo.anchors, anchor, index, i, j, l->out_w, l->out_h, net_w, net_h);
 }
 
-static float delta_yolo_box(dn_layer *l, dn_box truth, int anchor, size_t index, int i, int j,
-                            int net_w, int net_h, float scale)
+dn_yolo_loss_args dn_yolo_loss_args_of(const dn_layer *l, const dn_ctx *ctx, const float *output,
+                                       float *delta, const float *anchors, const int *mask)
 {
-    const float *x = l->output;
-    int stride = l->out_w * l->out_h;
-    dn_box pred = yolo_box(l, x, anchor, index, i, j, net_w, net_h);
-    float iou = dn_box_iou(pred, truth);
-    float tx = truth.x * l->out_w - i;
-    float ty = truth.y * l->out_h - j;
-    float tw = logf(truth.w * net_w / l->u.yolo.anchors[2 * anchor]);
-    float th = logf(truth.h * net_h / l->u.yolo.anchors[2 * anchor + 1]);
-    l->delta[index + 0 * stride] = scale * (tx - x[index + 0 * stride]);
-    l->delta[index + 1 * stride] = scale * (ty - x[index + 1 * stride]);
-    l->delta[index + 2 * stride] = scale * (tw - x[index + 2 * stride]);
-    l->delta[index + 3 * stride] = scale * (th - x[index + 3 * stride]);
-    return iou;
+    dn_yolo_loss_args a;
+    a.output = output;
+    a.delta = delta;
+    a.anchors = anchors;
+    a.mask = mask;
+    a.w = l->out_w;
+    a.h = l->out_h;
+    a.out_size = l->out_size;
+    a.n_anchors = l->u.yolo.n_anchors;
+    a.total = l->u.yolo.total;
+    a.classes = l->u.yolo.classes;
+    a.max_boxes = l->u.yolo.max_boxes;
+    a.net_w = ctx->net_w;
+    a.net_h = ctx->net_h;
+    a.ignore_thresh = l->u.yolo.ignore_thresh;
+    a.truth_thresh = l->u.yolo.truth_thresh;
+    return a;
 }
 
-static void delta_yolo_class(dn_layer *l, size_t index, int cls, float *avg_cat)
-{
-    int stride = l->out_w * l->out_h;
-    if (l->delta[index] != 0) {
-        size_t at = index + (size_t)stride * cls;
-        l->delta[at] = 1 - l->output[at];
-        if (avg_cat) *avg_cat += l->output[at];
-        return;
-    }
-    for (int n = 0; n < l->u.yolo.classes; n++) {
-        size_t at = index + (size_t)stride * n;
-        l->delta[at] = (n == cls ? 1.f : 0.f) - l->output[at];
-        if (n == cls && avg_cat) *avg_cat += l->output[at];
-    }
-}
-
-static dn_box truth_box(const float *t) { return (dn_box){t[0], t[1], t[2], t[3]}; }
-
-static int mask_position(const dn_layer *l, int anchor)
-{
-    for (int i = 0; i < l->u.yolo.n_anchors; i++)
-        if (l->u.yolo.mask[i] == anchor) return i;
-    return -1;
-}
-
+/* darknet's forward_yolo_layer, on the host (layers/detection_loss.h) */
 void dn_yolo_loss(dn_layer *l, const dn_ctx *ctx)
 {
-    int W = l->out_w, H = l->out_h, spatial = W * H;
-    int net_w = ctx->net_w, net_h = ctx->net_h;
-    int max_boxes = l->u.yolo.max_boxes;
-    float avg_iou = 0, recall = 0, recall75 = 0, avg_cat = 0, avg_obj = 0, avg_anyobj = 0;
-    int count = 0;
+    int spatial = l->out_w * l->out_h, n_anchors = l->u.yolo.n_anchors;
+    dn_yolo_loss_args args = dn_yolo_loss_args_of(l, ctx, l->output, l->delta, l->u.yolo.anchors, l->u.yolo.mask);
+    float sums[DN_LOSS_SUMS] = {0}, anyobj = 0;
     dn_fill(l->delta, (size_t)l->batch * l->out_size, 0.f);
     for (int b = 0; b < l->batch; b++) {
         const float *truths = ctx->truth + (size_t)b * ctx->truth_stride;
-        for (int j = 0; j < H; j++)
-            for (int i = 0; i < W; i++)
-                for (int n = 0; n < l->u.yolo.n_anchors; n++) {
-                    size_t box_index = entry_index(l, b, n * spatial + j * W + i, 0);
-                    dn_box pred = yolo_box(l, l->output, l->u.yolo.mask[n], box_index, i, j,
-                                           net_w, net_h);
-                    float best_iou = 0;
-                    int best_t = 0;
-                    for (int t = 0; t < max_boxes; t++) {
-                        dn_box truth = truth_box(truths + t * 5);
-                        if (!truth.x) break;
-                        float iou = dn_box_iou(pred, truth);
-                        if (iou > best_iou) {
-                            best_iou = iou;
-                            best_t = t;
-                        }
-                    }
-                    size_t obj_index = entry_index(l, b, n * spatial + j * W + i, 4);
-                    avg_anyobj += l->output[obj_index];
-                    l->delta[obj_index] = 0 - l->output[obj_index];
-                    if (best_iou > l->u.yolo.ignore_thresh) l->delta[obj_index] = 0;
-                    if (best_iou > l->u.yolo.truth_thresh) {
-                        l->delta[obj_index] = 1 - l->output[obj_index];
-                        int cls = (int)truths[best_t * 5 + 4];
-                        size_t class_index = entry_index(l, b, n * spatial + j * W + i, 5);
-                        delta_yolo_class(l, class_index, cls, NULL);
-                        dn_box truth = truth_box(truths + best_t * 5);
-                        delta_yolo_box(l, truth, l->u.yolo.mask[n], box_index, i, j, net_w, net_h,
-                                       2 - truth.w * truth.h);
-                    }
-                }
-        for (int t = 0; t < max_boxes; t++) {
-            dn_box truth = truth_box(truths + t * 5);
-            if (!truth.x) break;
-            int i = dn_min_int((int)(truth.x * W), W - 1), j = dn_min_int((int)(truth.y * H), H - 1);
-            dn_box truth_shift = {0, 0, truth.w, truth.h};
-            float best_iou = 0;
-            int best_n = 0;
-            for (int n = 0; n < l->u.yolo.total; n++) {
-                dn_box pred = {0, 0, l->u.yolo.anchors[2 * n] / net_w,
-                               l->u.yolo.anchors[2 * n + 1] / net_h};
-                float iou = dn_box_iou(pred, truth_shift);
-                if (iou > best_iou) {
-                    best_iou = iou;
-                    best_n = n;
-                }
-            }
-            int mask_n = mask_position(l, best_n);
-            if (mask_n < 0) continue;
-            size_t box_index = entry_index(l, b, mask_n * spatial + j * W + i, 0);
-            float iou = delta_yolo_box(l, truth, best_n, box_index, i, j, net_w, net_h,
-                                       2 - truth.w * truth.h);
-            size_t obj_index = entry_index(l, b, mask_n * spatial + j * W + i, 4);
-            avg_obj += l->output[obj_index];
-            l->delta[obj_index] = 1 - l->output[obj_index];
-            int cls = (int)truths[t * 5 + 4];
-            size_t class_index = entry_index(l, b, mask_n * spatial + j * W + i, 5);
-            delta_yolo_class(l, class_index, cls, &avg_cat);
-            count++;
-            if (iou > .5f) recall += 1;
-            if (iou > .75f) recall75 += 1;
-            avg_iou += iou;
-        }
+        for (int cell = 0; cell < spatial; cell++)
+            for (int n = 0; n < n_anchors; n++) anyobj += dn_yolo_cell_loss(&args, truths, b, n, cell);
+        dn_yolo_truths_loss(&args, truths, b, sums);
     }
     float mag = 0;
     size_t n_delta = (size_t)l->batch * l->out_size;
     for (size_t k = 0; k < n_delta; k++) mag += l->delta[k] * l->delta[k];
     l->cost = mag;
-    l->stats.count = count;
-    l->stats.avg_iou = count ? avg_iou / count : 0;
-    l->stats.avg_class = count ? avg_cat / count : 0;
-    l->stats.avg_obj = count ? avg_obj / count : 0;
-    l->stats.avg_noobj = avg_anyobj / (spatial * l->u.yolo.n_anchors * l->batch);
-    l->stats.recall = count ? recall / count : 0;
-    l->stats.recall75 = count ? recall75 / count : 0;
+    dn_detection_stats_from_sums(&l->stats, sums, anyobj, spatial * n_anchors * l->batch);
 }
 
 static void yolo_forward(dn_layer *l, const dn_ctx *ctx)
@@ -301,6 +208,18 @@ int dn_yolo_candidates(const dn_layer *l, int batch_index, float thresh, int net
         }
     }
     return count;
+}
+
+void dn_detection_stats_from_sums(dn_detection_stats *stats, const float *sums, float anyobj, int predictions)
+{
+    int count = (int)sums[DN_LOSS_COUNT];
+    stats->count = count;
+    stats->avg_iou = count ? sums[DN_LOSS_IOU] / count : 0;
+    stats->avg_class = count ? sums[DN_LOSS_CLASS] / count : 0;
+    stats->avg_obj = count ? sums[DN_LOSS_OBJ] / count : 0;
+    stats->avg_noobj = anyobj / predictions;
+    stats->recall = count ? sums[DN_LOSS_RECALL] / count : 0;
+    stats->recall75 = count ? sums[DN_LOSS_RECALL75] / count : 0;
 }
 
 int dn_detection_layer_capacity(const dn_layer *l)
