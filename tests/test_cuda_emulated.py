@@ -2,8 +2,8 @@
 chunked im2col + GEMM orchestration and the detection losses.
 
 darknet_src/src/layers/batchnorm_kernels.cuh is compiled by g++ with
-tests/cuda_emu/cuda_emu.hpp (CUDA's thread/block model on real threads, a
-barrier for __syncthreads) and launched as batchnorm.cu launches it; the
+tests/cuda_emu/cuda_emu.hpp (CUDA's thread/block model: a block's threads
+as fibers that switch at each __syncthreads) and launched as batchnorm.cu launches it; the
 results are compared with darknet's batch norm computed here in float64:
 training forward (batch mean, unbiased variance, darknet's sqrt(var) + 1e-6),
 rolling statistics, scale and bias gradients, the input delta (darknet's

@@ -179,9 +179,9 @@ static dn_status device_alloc(size_t n, float **out, const char *what, int devic
         cudaGetLastError();
         size_t free_bytes = 0, total = 0;
         cudaMemGetInfo(&free_bytes, &total);
-        return DN_FAIL(DN_ERR_OOM, "out of GPU memory on GPU %d allocating %zu MiB for %s "
+        return DN_FAIL(DN_ERR_OOM, "out of GPU memory on GPU %d allocating %.1f MiB for %s "
                        "(%zu MiB free of %zu MiB): use a smaller batch or input size",
-                       device, n * sizeof(float) >> 20, what, free_bytes >> 20, total >> 20);
+                       device, (double)(n * sizeof(float)) / (1 << 20), what, free_bytes >> 20, total >> 20);
     }
     if (e != cudaSuccess) return dn_cuda_fail(e, "cudaMalloc", __FILE__, __LINE__);
     return DN_OK;

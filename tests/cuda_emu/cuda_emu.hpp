@@ -1,19 +1,29 @@
 // Just enough of CUDA's execution model to run a kernel's logic on the CPU:
-// dim3, threadIdx/blockIdx (per thread), blockDim/gridDim, __shared__ memory
-// (one block runs at a time, so a static array is that block's) and
-// __syncthreads as a barrier of the block's threads.  launch() runs a grid
-// block after block, each block on blockDim.x real threads.
+// dim3, threadIdx/blockIdx/blockDim/gridDim, __shared__ memory (one block
+// runs at a time per host thread, so a thread_local static array is that
+// block's) and __syncthreads as a barrier of the block's threads.
+//
+// launch() runs a grid block after block on the calling host thread.  The
+// first block runs its threads as fibers (ucontext): __syncthreads switches
+// to the next thread of the block, so every thread reaches the barrier
+// before any goes past it.  Where that first block never synchronised, the
+// rest of the grid runs its threads one after the other as plain calls; a
+// kernel that synchronises in some blocks only is reported and aborts.
 //
 // For kernels written only on darknet_src/src/cuda_device.cuh (no CUDA
-// library calls): tests/test_cuda_emulated.py compiles them with this.
+// library calls): tests/test_cuda_emulated.py compiles them with this, and
+// tests/cuda_emu/emulated_build.py the whole CUDA engine.
 #ifndef DN_CUDA_EMU_HPP
 #define DN_CUDA_EMU_HPP
 
-#include <barrier>
+#include <ucontext.h>
+
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
-#include <thread>
+#include <memory>
 #include <vector>
 
 struct dim3 {
@@ -21,39 +31,109 @@ struct dim3 {
     dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
 
-inline thread_local dim3 threadIdx, blockIdx;
-inline dim3 blockDim, gridDim;
-inline std::barrier<> *dn_emu_block_barrier;
+inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 
-inline void __syncthreads() { dn_emu_block_barrier->arrive_and_wait(); }
 inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
 
 #define __global__
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __shared__ static
+#define __shared__ static thread_local
 
-// kernel<<<grid, threads>>>(...) as launch(grid, threads, [&] { kernel(...); })
-inline void launch(dim3 grid, unsigned threads, const std::function<void()> &kernel)
+struct dn_emu_fiber {
+    ucontext_t context;
+    std::unique_ptr<char[]> stack;
+    dim3 thread;
+    bool done;
+};
+
+struct dn_emu_state {
+    std::vector<dn_emu_fiber> fibers;
+    ucontext_t scheduler;
+    dn_emu_fiber *current = nullptr;  // the fiber running, NULL outside fiber mode
+    bool synchronised = false;        // a __syncthreads happened in the block run with fibers
+    const std::function<void()> *kernel = nullptr;
+};
+
+inline thread_local dn_emu_state dn_emu;
+
+inline void __syncthreads()
+{
+    if (!dn_emu.current) {
+        fprintf(stderr, "cuda_emu: __syncthreads in a block after a first block that never synchronised\n");
+        abort();
+    }
+    dn_emu.synchronised = true;
+    swapcontext(&dn_emu.current->context, &dn_emu.scheduler);
+}
+
+inline void dn_emu_fiber_main()
+{
+    (*dn_emu.kernel)();
+    dn_emu.current->done = true;  // back to the scheduler through uc_link
+}
+
+inline dim3 dn_emu_thread(unsigned t, dim3 block) { return dim3(t % block.x, t / block.x % block.y, t / (block.x * block.y)); }
+
+// one block, its threads as fibers, round robin between barriers
+inline void dn_emu_fiber_block(unsigned threads, dim3 block)
+{
+    const size_t stack_bytes = 64 << 10;
+    if (dn_emu.fibers.size() < threads) dn_emu.fibers.resize(threads);
+    for (unsigned t = 0; t < threads; t++) {
+        dn_emu_fiber &f = dn_emu.fibers[t];
+        if (!f.stack) f.stack.reset(new char[stack_bytes]);
+        getcontext(&f.context);
+        f.context.uc_stack.ss_sp = f.stack.get();
+        f.context.uc_stack.ss_size = stack_bytes;
+        f.context.uc_link = &dn_emu.scheduler;
+        makecontext(&f.context, dn_emu_fiber_main, 0);
+        f.thread = dn_emu_thread(t, block);
+        f.done = false;
+    }
+    for (unsigned running = threads; running > 0;) {
+        running = 0;
+        for (unsigned t = 0; t < threads; t++) {
+            dn_emu_fiber &f = dn_emu.fibers[t];
+            if (f.done) continue;
+            dn_emu.current = &f;
+            threadIdx = f.thread;
+            swapcontext(&dn_emu.scheduler, &f.context);
+            running += !f.done;
+        }
+    }
+    dn_emu.current = nullptr;
+}
+
+// kernel<<<grid, block>>>(...) as launch(grid, block, [&] { kernel(...); })
+inline void launch(dim3 grid, dim3 block, const std::function<void()> &kernel)
 {
     gridDim = grid;
-    blockDim = dim3(threads);
-    std::barrier<> block_barrier((std::ptrdiff_t)threads);
-    dn_emu_block_barrier = &block_barrier;
-    std::vector<std::thread> block_threads;
-    for (unsigned t = 0; t < threads; t++)
-        block_threads.emplace_back([&, t] {
-            threadIdx = dim3(t);
-            for (unsigned z = 0; z < grid.z; z++)
-                for (unsigned y = 0; y < grid.y; y++)
-                    for (unsigned x = 0; x < grid.x; x++) {
-                        blockIdx = dim3(x, y, z);
-                        kernel();
-                        block_barrier.arrive_and_wait();  // the next block starts when this one ended
-                    }
-        });
-    for (auto &thread : block_threads) thread.join();
+    blockDim = block;
+    unsigned threads = block.x * block.y * block.z;
+    dn_emu.kernel = &kernel;
+    dn_emu.synchronised = false;
+    bool fibers = true;
+    for (unsigned z = 0; z < grid.z; z++)
+        for (unsigned y = 0; y < grid.y; y++)
+            for (unsigned x = 0; x < grid.x; x++) {
+                blockIdx = dim3(x, y, z);
+                if (fibers) {
+                    dn_emu_fiber_block(threads, block);
+                    fibers = dn_emu.synchronised;  // plain calls from here on where it never synchronised
+                    continue;
+                }
+                for (unsigned t = 0; t < threads; t++) {
+                    threadIdx = dn_emu_thread(t, block);
+                    kernel();
+                }
+            }
+}
+
+inline void launch(dim3 grid, unsigned threads, const std::function<void()> &kernel)
+{
+    launch(grid, dim3(threads), kernel);
 }
 
 #endif

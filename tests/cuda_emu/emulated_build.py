@@ -1,0 +1,128 @@
+"""The whole CUDA engine built for the CPU: every .cu file of darknet_src,
+its kernel launches rewritten as calls of cuda_emu.hpp's launch(), compiled
+by g++ against emu_runtime/ (the CUDA runtime and cuBLAS calls the engine
+makes, on host memory; SGEMM through the engine's own CPU GEMM), linked with
+the C files compiled as for a CUDA build (-DDN_CUDA=1).  The result is a
+libpydarknet.so whose "GPU" runs the CUDA path's host code and kernels on
+the CPU: the GPU checks (tests/gpu/checks.py) run against it in CI.
+
+What it cannot show: speed, races between streams (everything runs in
+issue order), cuBLAS's and cuDNN's own behaviour, NCCL (built without it).
+
+    python tests/cuda_emu/emulated_build.py OUT_DIR   # -> OUT_DIR/pkg/pydarknet
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+EMU = ROOT / "tests" / "cuda_emu"
+ENGINE = ROOT / "darknet_src"
+
+
+def _matching(text: str, start: int, open_char: str, close_char: str) -> int:
+    """Index just past the bracket that closes the one at text[start]."""
+    depth = 0
+    for i in range(start, len(text)):
+        if text[i] == open_char:
+            depth += 1
+        elif text[i] == close_char:
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    raise ValueError(f"unbalanced {open_char}{close_char} from offset {start}")
+
+
+def rewrite_launches(source: str) -> str:
+    """`kernel<<<grid, block, shared, stream>>>(args);` becomes
+    `dn_emu_launch([&] { kernel(args); }, grid, block, shared, stream);`."""
+    out, pos = [], 0
+    for match in re.finditer(r"(\b[A-Za-z_]\w*)\s*<<<", source):
+        if match.start() < pos:
+            continue
+        config_end = source.index(">>>", match.end())
+        args_start = source.index("(", config_end)
+        args_end = _matching(source, args_start, "(", ")")
+        out.append(source[pos:match.start()])
+        out.append(f"dn_emu_launch([&] {{ {match.group(1)}{source[args_start:args_end]}; }}, "
+                   f"{source[match.end():config_end]})")
+        pos = args_end
+    out.append(source[pos:])
+    return "".join(out)
+
+
+PRELUDE = """// emulated_build.py: CUDA launches and intrinsics on the CPU
+#include <functional>
+#include "cuda_emu.hpp"
+template <typename Grid, typename Block, typename... Rest>
+static inline void dn_emu_launch(const std::function<void()> &kernel, Grid grid, Block block, Rest...)
+{
+    launch(dim3(grid), dim3(block), kernel);
+}
+#define __fadd_rn(a, b) ((a) + (b))
+#define __fmul_rn(a, b) ((a) * (b))
+"""
+
+
+def _run(command: list[str], cwd: Path | None = None) -> None:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:6])} ... failed:\n{result.stderr[-4000:]}")
+
+
+def build(out: Path, jobs: int | None = None) -> Path:
+    """Builds OUT/libpydarknet.so (emulated CUDA) and returns it."""
+    jobs = jobs or os.cpu_count() or 2
+    out.mkdir(parents=True, exist_ok=True)
+    src = out / "src"
+    if src.exists():
+        shutil.rmtree(src)
+    shutil.copytree(ENGINE / "src", src)
+    (out / "emu_prelude.hpp").write_text(PRELUDE)
+    cu_files = sorted(src.rglob("*.cu"))
+    for path in [*cu_files, *src.rglob("*.cuh")]:
+        path.write_text(rewrite_launches(path.read_text()))
+    c_objects = out / "c"
+    # the C files as a CUDA build compiles them (device.c then routes to the CUDA twins)
+    _run(["make", "-C", str(ENGINE), f"-j{jobs}", f"BUILD={c_objects}", f"LIB={c_objects / 'c-only.so'}",
+          "CFLAGS=-DDN_CUDA=1", "CUDA=0"])
+    objects = sorted(c_objects.rglob("*.o"))
+
+    def compile_cu(path: Path) -> Path:
+        obj = path.with_suffix(".cu.o")
+        _run(["g++", "-std=c++20", "-O1", "-fPIC", "-pthread", "-fvisibility=hidden", "-DDN_CUDA=1",
+              "-include", str(out / "emu_prelude.hpp"), f"-I{EMU / 'emu_runtime'}", f"-I{EMU}", f"-I{src}",
+              f"-I{ENGINE / 'include'}", "-x", "c++", "-c", str(path), "-o", str(obj)])
+        return obj
+
+    with ThreadPoolExecutor(jobs) as pool:
+        objects += list(pool.map(compile_cu, cu_files))
+    lib = out / "libpydarknet.so"
+    _run(["g++", "-shared", "-o", str(lib), *map(str, objects), "-lm", "-lpthread"])
+    return lib
+
+
+def package(out: Path, lib: Path) -> Path:
+    """A copy of the installed pydarknet package with the emulated engine in
+    it (its cffi module finds libpydarknet.so beside itself); returns the
+    folder to put on PYTHONPATH."""
+    import pydarknet
+
+    pkg = out / "pkg"
+    if pkg.exists():
+        shutil.rmtree(pkg)
+    shutil.copytree(Path(pydarknet.__file__).parent, pkg / "pydarknet",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(lib, pkg / "pydarknet" / "libpydarknet.so")
+    return pkg
+
+
+if __name__ == "__main__":
+    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/pydarknet-emulated")
+    print(package(folder, build(folder)))

@@ -1,0 +1,176 @@
+"""The CUDA path end to end without a GPU: the whole engine built with its
+.cu files compiled for the CPU (tests/cuda_emu/emulated_build.py: kernel
+launches run under cuda_emu.hpp, the CUDA runtime and cuBLAS calls on host
+memory), loaded as pydarknet's engine in a subprocess, which then sees
+"GPUs" and runs:
+
+- the prepared GPU checks (tests/gpu/checks.py, as device_check.sh runs
+  them on a lent GPU): forward parity of yolov2-tiny, yolov2, yolov3-tiny,
+  the resize sequence, backward parity for every layer type, the region and
+  yolo losses, the 2-replica and one-rank all-reduce equivalences;
+- multi-GPU training on 2 emulated GPUs, both sync modes, against the CPU;
+  a GPU index that does not exist, and one GPU out of memory, each an error
+  naming that GPU;
+- detection on frames with the letterbox on the "GPU" against the CPU.
+
+What this cannot show is left to the GPU machine: speed, races between
+streams (here everything runs in the order issued), cuBLAS's own results,
+cuDNN and NCCL (this build has neither)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from shared import darknet_data, shared_path
+
+ROOT = Path(__file__).resolve().parent.parent
+GPU_TESTS = ROOT / "tests" / "gpu"
+sys.path.insert(0, str(ROOT / "tests" / "cuda_emu"))
+
+import emulated_build  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def emulated_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("g++") is None or shutil.which("make") is None:
+        pytest.skip("needs g++ and make to build the CUDA engine for the CPU")
+    folder = tmp_path_factory.mktemp("emulated_cuda")
+    return emulated_build.package(folder, emulated_build.build(folder))
+
+
+def run_emulated(package: Path, code: str, **env: str) -> dict:
+    """Runs `code` against the emulated engine; it prints one JSON line last."""
+    environment = {**os.environ, **env,
+                   "PYTHONPATH": os.pathsep.join([str(package), str(GPU_TESTS), str(ROOT / "tests")])}
+    environment.pop("PYDARKNET_CHECK_DEVICE", None)
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                            env=environment, timeout=900, cwd=GPU_TESTS)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_the_engine_sees_emulated_gpus(emulated_package: Path) -> None:
+    info = run_emulated(emulated_package, """
+        import json
+        import pydarknet
+        from pydarknet._ffi import ffi, lib
+        name = ffi.new("char[256]")
+        lib.dn_cuda_device_name(1, name, 256)
+        print(json.dumps({"file": pydarknet.__file__, "cuda": lib.dn_built_with_cuda(),
+                          "gpus": lib.dn_cuda_device_count(), "name": ffi.string(name).decode()}))
+    """, DN_EMU_GPUS="2")
+    assert info["file"].startswith(str(emulated_package))
+    assert info["cuda"] == 1 and info["gpus"] == 2
+    assert info["name"] == "CUDA emulated on the CPU (device 1)"
+
+
+def test_gpu_checks_pass_on_the_emulated_cuda_path(emulated_package: Path) -> None:
+    checks = run_emulated(emulated_package, """
+        import json, checks
+        print(json.dumps([c.__dict__ for c in checks.run_all(with_timings=False)]))
+    """)
+    names = [c["name"] for c in checks]
+    assert len(checks) == 3 + 1 + 4 * 4 + 3 + 2, names
+    failed = [c for c in checks if not c["passed"]]
+    assert not failed, failed
+    # the CUDA path really ran: its sums go in other orders than the CPU's
+    # (im2col + GEMM against Winograd, per-block reductions), so the forward
+    # outputs differ from the CPU's in the last bits
+    forward = [c["error"] for c in checks if c["name"].startswith("forward")]
+    assert all(0 < e < 1e-4 for e in forward), forward
+
+
+TWO_GPUS = """
+    import json
+    import numpy as np
+    from checks import LAYER_NETS, rel
+    from pydarknet.errors import DarknetError
+    from pydarknet.replicas import Trainer
+    from pathlib import Path
+
+    text = LAYER_NETS["conv+bn, maxpool, route, reorg, region"]
+    Path("many.cfg").write_text(text)
+    Path("one.cfg").write_text(text.replace("batch=4\\nsubdivisions=1", "batch=8\\nsubdivisions=2"))
+    rng = np.random.default_rng(1)
+    data = []
+    for _ in range(5):
+        x = rng.random((8, 3, 32, 32), dtype=np.float32)
+        truth = np.zeros((8, 150), np.float32)
+        truth[:, :5] = [.4, .6, .3, .2, 1]
+        data.append((x, truth))
+
+    def params(t, r):
+        net = t.network(r)
+        return np.concatenate([v for i in range(len(net)) for k, v in net.params(i).items()
+                               if k not in ("rolling_mean", "rolling_variance")])
+
+    out = {}
+    for sync in ("allreduce", "darknet"):
+        with Trainer("one.cfg" if sync == "allreduce" else "many.cfg", replicas=1 if sync == "allreduce" else 2,
+                     sync=sync, sync_every=2, seed=2) as cpu, \\
+                Trainer("many.cfg", gpus=[0, 1], sync=sync, sync_every=2, seed=2) as gpus:
+            for x, truth in data:
+                cpu.step(x, truth)
+                gpus.step(x, truth)
+            out[sync] = {"error": rel(params(gpus, 0), params(cpu, 0)),
+                         "replicas_identical": bool(np.array_equal(params(gpus, 0), params(gpus, 1)))}
+    errors = {}
+    for name, gpus in (("missing", [0, 2]), ("oom", [0, 1])):
+        try:
+            Trainer("many.cfg", gpus=gpus, sync="allreduce", seed=2).close()
+            errors[name] = None
+        except DarknetError as exc:
+            errors[name] = f"{type(exc).__name__}: {exc}"
+        if name == "missing":
+            import os
+            os.environ["DN_EMU_GPU_MB"] = "4096,1"  # read at each allocation: GPU 1 has 1 MiB
+    out["errors"] = errors
+    print(json.dumps(out))
+"""
+
+
+def test_two_emulated_gpus_train_as_the_cpu_does(emulated_package: Path, tmp_path: Path) -> None:
+    """`--gpus 0,1` in both modes against CPU replicas (darknet mode) and one
+    replica with the whole batch (all-reduce; reduced through the host, no
+    NCCL in this build); a missing GPU and a full one are errors naming it."""
+    out = run_emulated(emulated_package, TWO_GPUS.replace('Path("', f'Path("{tmp_path}/')
+                       .replace('"one.cfg"', f'"{tmp_path}/one.cfg"').replace('"many.cfg"', f'"{tmp_path}/many.cfg"'),
+                       DN_EMU_GPUS="2")
+    for sync in ("allreduce", "darknet"):
+        assert out[sync]["error"] < 1e-4, out
+    assert out["allreduce"]["replicas_identical"], out
+    missing, oom = out["errors"]["missing"], out["errors"]["oom"]
+    assert missing and "GPU 2" in missing and "2 CUDA devices" in missing, missing
+    assert oom and "out of GPU memory on GPU 1" in oom and "MemoryError" in oom, oom
+
+
+def test_detection_on_frames_with_the_emulated_gpu_letterbox(emulated_package: Path) -> None:
+    """The real yolov3-tiny on darknet's dog.jpg: boxes from the GPU path
+    (frame upload, letterbox and the network on the "GPU") against the CPU's."""
+    cfg = shared_path("darknet/cfg/yolov3-tiny.cfg")
+    weights = shared_path("models/yolov3-tiny.weights")
+    names = darknet_data("coco.names")
+    image = darknet_data("dog.jpg")
+    out = run_emulated(emulated_package, f"""
+        import json, cv2
+        from pydarknet import Detector
+        frame = cv2.imread({str(image)!r})
+        boxes = {{}}
+        for device in ("cpu", "cuda:0"):
+            with Detector({str(cfg)!r}, {str(weights)!r}, {str(names)!r}, device=device) as detector:
+                boxes[device] = [(d.name, d.confidence, d.x, d.y, d.w, d.h) for d in detector.detect(frame, thresh=.3)]
+        print(json.dumps(boxes))
+    """)
+    cpu, gpu = out["cpu"], out["cuda:0"]
+    assert len(cpu) >= 3, cpu  # dog, bicycle, truck/car
+    assert [b[0] for b in gpu] == [b[0] for b in cpu]
+    for ours, theirs in zip(gpu, cpu):
+        assert ours[1] == pytest.approx(theirs[1], abs=1e-3)
+        assert ours[2:] == pytest.approx(theirs[2:], abs=0.5)  # pixels
