@@ -88,49 +88,33 @@ def test_gpu_checks_pass_on_the_emulated_cuda_path(emulated_package: Path) -> No
 
 
 TWO_GPUS = """
-    import json
-    import numpy as np
-    from checks import LAYER_NETS, rel
+    import json, os
+    from pathlib import Path
+    from checks import rel, replica_case, trained_params
     from pydarknet.errors import DarknetError
     from pydarknet.replicas import Trainer
-    from pathlib import Path
 
-    text = LAYER_NETS["conv+bn, maxpool, route, reorg, region"]
-    Path("many.cfg").write_text(text)
-    Path("one.cfg").write_text(text.replace("batch=4\\nsubdivisions=1", "batch=8\\nsubdivisions=2"))
-    rng = np.random.default_rng(1)
-    data = []
-    for _ in range(5):
-        x = rng.random((8, 3, 32, 32), dtype=np.float32)
-        truth = np.zeros((8, 150), np.float32)
-        truth[:, :5] = [.4, .6, .3, .2, 1]
-        data.append((x, truth))
-
-    def params(t, r):
-        net = t.network(r)
-        return np.concatenate([v for i in range(len(net)) for k, v in net.params(i).items()
-                               if k not in ("rolling_mean", "rolling_variance")])
-
+    one, many, data = replica_case(Path(os.environ["CASE_DIR"]))
     out = {}
     for sync in ("allreduce", "darknet"):
-        with Trainer("one.cfg" if sync == "allreduce" else "many.cfg", replicas=1 if sync == "allreduce" else 2,
-                     sync=sync, sync_every=2, seed=2) as cpu, \\
-                Trainer("many.cfg", gpus=[0, 1], sync=sync, sync_every=2, seed=2) as gpus:
+        # all-reduce: one replica with the whole batch; darknet: 2 CPU replicas
+        reference = Trainer(one, seed=2) if sync == "allreduce" else \\
+            Trainer(many, replicas=2, sync=sync, sync_every=2, seed=2)
+        with reference as cpu, Trainer(many, gpus=[0, 1], sync=sync, sync_every=2, seed=2) as gpus:
             for x, truth in data:
                 cpu.step(x, truth)
                 gpus.step(x, truth)
-            out[sync] = {"error": rel(params(gpus, 0), params(cpu, 0)),
-                         "replicas_identical": bool(np.array_equal(params(gpus, 0), params(gpus, 1)))}
+            out[sync] = {"error": rel(trained_params(gpus, 0), trained_params(cpu, 0)),
+                         "replicas_identical": bool((trained_params(gpus, 0) == trained_params(gpus, 1)).all())}
     errors = {}
     for name, gpus in (("missing", [0, 2]), ("oom", [0, 1])):
+        if name == "oom":
+            os.environ["DN_EMU_GPU_MB"] = "4096,1"  # read at each allocation: GPU 1 has 1 MiB
         try:
-            Trainer("many.cfg", gpus=gpus, sync="allreduce", seed=2).close()
+            Trainer(many, gpus=gpus, sync="allreduce", seed=2).close()
             errors[name] = None
         except DarknetError as exc:
             errors[name] = f"{type(exc).__name__}: {exc}"
-        if name == "missing":
-            import os
-            os.environ["DN_EMU_GPU_MB"] = "4096,1"  # read at each allocation: GPU 1 has 1 MiB
     out["errors"] = errors
     print(json.dumps(out))
 """
@@ -140,9 +124,7 @@ def test_two_emulated_gpus_train_as_the_cpu_does(emulated_package: Path, tmp_pat
     """`--gpus 0,1` in both modes against CPU replicas (darknet mode) and one
     replica with the whole batch (all-reduce; reduced through the host, no
     NCCL in this build); a missing GPU and a full one are errors naming it."""
-    out = run_emulated(emulated_package, TWO_GPUS.replace('Path("', f'Path("{tmp_path}/')
-                       .replace('"one.cfg"', f'"{tmp_path}/one.cfg"').replace('"many.cfg"', f'"{tmp_path}/many.cfg"'),
-                       DN_EMU_GPUS="2")
+    out = run_emulated(emulated_package, TWO_GPUS, DN_EMU_GPUS="2", CASE_DIR=str(tmp_path))
     for sync in ("allreduce", "darknet"):
         assert out[sync]["error"] < 1e-4, out
     assert out["allreduce"]["replicas_identical"], out

@@ -371,9 +371,9 @@ def loss_parity(kind: str, seen: int, folder: Path) -> Check:
                  error < TOLERANCE and same_count, f"{cpu_stats.count} truths matched")
 
 
-def replicas_on_one_gpu(folder: Path) -> Check:
-    """2 replicas x batch 4 on GPU 0 (host reduction; NCCL refuses two ranks
-    on one GPU) == 1 replica x batch 8 with subdivisions 2, 5 steps."""
+def replica_case(folder: Path) -> tuple[Path, Path, list[tuple[np.ndarray, np.ndarray]]]:
+    """The replica equivalences' networks: batch 4 per replica, and one
+    replica of batch 8 in 2 subdivisions; and 5 steps of 8 images."""
     text = LAYER_NETS["conv+bn, maxpool, route, reorg, region"]
     many = folder / "many.cfg"
     many.write_text(text)
@@ -386,48 +386,44 @@ def replicas_on_one_gpu(folder: Path) -> Check:
         truth = np.zeros((8, 150), np.float32)
         truth[:, :5] = [.4, .6, .3, .2, 1]
         data.append((x, truth))
+    return one, many, data
+
+
+def trained_params(trainer: Trainer, replica: int) -> np.ndarray:
+    """A replica's weights, one array (BN rolling statistics left out)."""
+    net = trainer.network(replica)
+    return np.concatenate([v for i in range(len(net)) for k, v in net.params(i).items()
+                           if k not in ("rolling_mean", "rolling_variance")])
+
+
+def replicas_on_one_gpu(folder: Path) -> Check:
+    """2 replicas x batch 4 on GPU 0 (host reduction; NCCL refuses two ranks
+    on one GPU) == 1 replica x batch 8 with subdivisions 2, 5 steps."""
+    one, many, data = replica_case(folder)
     gpus = (lambda k: [0] * k) if DEVICE != "cpu" else (lambda k: None)
     with Trainer(one, gpus=gpus(1), seed=2) as single, \
             Trainer(many, gpus=gpus(2), replicas=2, sync="allreduce", seed=2) as pair:
         for x, truth in data:
             single.step(x, truth)
             pair.step(x, truth)
-
-        def params(t: Trainer, r: int) -> np.ndarray:
-            net = t.network(r)
-            return np.concatenate([v for i in range(len(net))
-                                   for k, v in net.params(i).items()
-                                   if k not in ("rolling_mean", "rolling_variance")])
-
-        err = rel(params(pair, 0), params(single, 0))
-        same = np.array_equal(params(pair, 0), params(pair, 1))
+        err = rel(trained_params(pair, 0), trained_params(single, 0))
+        same = np.array_equal(trained_params(pair, 0), trained_params(pair, 1))
     return Check("allreduce 2 x batch 4 on one GPU == 1 x batch 8", err,
                  err < TOLERANCE and same, "replicas identical" if same else "replicas differ")
 
 
 def one_rank_allreduce(folder: Path) -> Check:
     """One replica on GPU 0 in all-reduce mode (a one-rank reduction: NCCL's
-    path when the library has NCCL) == plain training, 4 steps."""
-    text = LAYER_NETS["conv+bn, maxpool, route, reorg, region"]
-    cfg = folder / "one_rank.cfg"
-    cfg.write_text(text.replace("batch=4\nsubdivisions=1", "batch=8\nsubdivisions=2"))
-    rng = np.random.default_rng(4)
+    path when the library has NCCL) == plain training, 5 steps."""
+    one, _, data = replica_case(folder)
     gpus = [0] if DEVICE != "cpu" else None
     synced = True
-    with Trainer(cfg, gpus=gpus, seed=2) as plain, \
-            Trainer(cfg, gpus=gpus, sync="allreduce", seed=2) as reduced:
-        for _ in range(4):
-            x = rng.random((8, 3, 32, 32), dtype=np.float32)
-            truth = np.zeros((8, 150), np.float32)
-            truth[:, :5] = [.5, .4, .3, .3, 0]
+    with Trainer(one, gpus=gpus, seed=2) as plain, \
+            Trainer(one, gpus=gpus, sync="allreduce", seed=2) as reduced:
+        for x, truth in data:
             plain.step(x, truth)
             synced &= reduced.step(x, truth).synced
-
-        def params(t: Trainer) -> np.ndarray:
-            net = t.network(0)
-            return np.concatenate([v for i in range(len(net)) for v in net.params(i).values()])
-
-        err = rel(params(reduced), params(plain))
+        err = rel(trained_params(reduced, 0), trained_params(plain, 0))
     return Check("allreduce with one rank on GPU 0 == plain training", err,
                  err < TOLERANCE and synced, "reduced every step" if synced else "no reduction ran")
 
