@@ -11,11 +11,14 @@ memory), loaded as pydarknet's engine in a subprocess, which then sees
 - multi-GPU training on 2 emulated GPUs, both sync modes, against the CPU;
   a GPU index that does not exist, and one GPU out of memory, each an error
   naming that GPU;
-- detection on frames with the letterbox on the "GPU" against the CPU.
+- detection on frames with the letterbox on the "GPU" against the CPU;
+- the cuDNN build, against an emulated cuDNN (real arithmetic, scripted
+  algorithm lists): forward, resize and backward parity, and the algorithm
+  every convolution ran.
 
 What this cannot show is left to the GPU machine: speed, races between
-streams (here everything runs in the order issued), cuBLAS's own results,
-cuDNN and NCCL (this build has neither)."""
+streams (here everything runs in the order issued), cuBLAS's and cuDNN's
+own results and choices, NCCL (not in these builds)."""
 from __future__ import annotations
 
 import json
@@ -38,11 +41,22 @@ import emulated_build  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def emulated_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def emulated_builds(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("g++") is None or shutil.which("make") is None:
         pytest.skip("needs g++ and make to build the CUDA engine for the CPU")
-    folder = tmp_path_factory.mktemp("emulated_cuda")
-    return emulated_build.package(folder, emulated_build.build(folder))
+    return tmp_path_factory.mktemp("emulated_cuda")
+
+
+@pytest.fixture(scope="module")
+def emulated_package(emulated_builds: Path) -> Path:
+    folder = emulated_builds / "im2col"
+    return emulated_build.package(folder, emulated_build.build(folder, c_objects=emulated_builds / "c"))
+
+
+@pytest.fixture(scope="module")
+def emulated_cudnn_package(emulated_builds: Path) -> Path:
+    folder = emulated_builds / "cudnn"
+    return emulated_build.package(folder, emulated_build.build(folder, cudnn=True, c_objects=emulated_builds / "c"))
 
 
 def run_emulated(package: Path, code: str, **env: str) -> dict:
@@ -85,6 +99,38 @@ def test_gpu_checks_pass_on_the_emulated_cuda_path(emulated_package: Path) -> No
     # outputs differ from the CPU's in the last bits
     forward = [c["error"] for c in checks if c["name"].startswith("forward")]
     assert all(0 < e < 1e-4 for e in forward), forward
+
+
+def test_gpu_checks_pass_with_cudnn_convolutions(emulated_cudnn_package: Path, tmp_path: Path) -> None:
+    """The cuDNN build (conv_cudnn.cu) against an emulated cuDNN with real
+    arithmetic: forward, resize and backward parity pass (and training in 2
+    subdivisions, where gradients accumulate across passes), and every
+    convolution ran the algorithm the engine should choose from the lists
+    (FP32 FMA, the faster of two, within the workspace; never tensor-op)."""
+    log = tmp_path / "cudnn.log"
+    checks = run_emulated(emulated_cudnn_package, """
+        import json, tempfile, checks
+        from pathlib import Path
+        from pydarknet._ffi import lib
+        assert lib.dn_built_with_cudnn()
+        results = []
+        with tempfile.TemporaryDirectory() as folder:
+            folder = Path(folder)
+            for name in ("yolov2-tiny.cfg", "yolov3-tiny.cfg"):
+                results.append(checks.forward_parity(name, folder))
+            results.append(checks.resize_parity(folder))
+            for title, text in checks.LAYER_NETS.items():
+                results.extend(checks.backward_parity(title, text, folder))
+            # 2 subdivisions: the weight gradients accumulate across passes
+            results.append(checks.replicas_on_one_gpu(folder))
+        print(json.dumps([c.__dict__ for c in results]))
+    """, DN_EMU_CUDNN_LOG=str(log))
+    assert len(checks) == 2 + 1 + 4 * 4 + 1
+    failed = [c for c in checks if not c["passed"]]
+    assert not failed, failed
+    runs = log.read_text().split("\n")[:-1]
+    assert {line.split()[0] for line in runs} == {"forward", "filter", "data"}
+    assert {line.split()[1] for line in runs} == {"algo=1"}, sorted(set(runs))
 
 
 TWO_GPUS = """

@@ -6,10 +6,13 @@ the C files compiled as for a CUDA build (-DDN_CUDA=1).  The result is a
 libpydarknet.so whose "GPU" runs the CUDA path's host code and kernels on
 the CPU: the GPU checks (tests/gpu/checks.py) run against it in CI.
 
-What it cannot show: speed, races between streams (everything runs in
-issue order), cuBLAS's and cuDNN's own behaviour, NCCL (built without it).
+With --cudnn, the convolutions go through conv_cudnn.cu to an emulated
+cuDNN (emu_runtime/cudnn_emu.cpp: the real arithmetic, scripted algorithm
+lists).  What it cannot show: speed, races between streams (everything runs
+in issue order), cuBLAS's and cuDNN's own behaviour, NCCL (built without
+it).
 
-    python tests/cuda_emu/emulated_build.py OUT_DIR   # -> OUT_DIR/pkg/pydarknet
+    python tests/cuda_emu/emulated_build.py OUT_DIR [--cudnn]   # -> OUT_DIR/pkg/pydarknet
 """
 from __future__ import annotations
 
@@ -76,8 +79,10 @@ def _run(command: list[str], cwd: Path | None = None) -> None:
         raise RuntimeError(f"{' '.join(command[:6])} ... failed:\n{result.stderr[-4000:]}")
 
 
-def build(out: Path, jobs: int | None = None) -> Path:
-    """Builds OUT/libpydarknet.so (emulated CUDA) and returns it."""
+def build(out: Path, jobs: int | None = None, cudnn: bool = False, c_objects: Path | None = None) -> Path:
+    """Builds OUT/libpydarknet.so (emulated CUDA; with cuDNN's convolutions
+    from emu_runtime/cudnn_emu.cpp where `cudnn`) and returns it.  The C
+    objects go to `c_objects` (default OUT/c): builds may share them."""
     jobs = jobs or os.cpu_count() or 2
     out.mkdir(parents=True, exist_ok=True)
     src = out / "src"
@@ -88,21 +93,26 @@ def build(out: Path, jobs: int | None = None) -> Path:
     cu_files = sorted(src.rglob("*.cu"))
     for path in [*cu_files, *src.rglob("*.cuh")]:
         path.write_text(rewrite_launches(path.read_text()))
-    c_objects = out / "c"
+    c_objects = c_objects or out / "c"
     # the C files as a CUDA build compiles them (device.c then routes to the CUDA twins)
+    defines = ["-DDN_CUDA=1", *(["-DDN_CUDNN=1"] if cudnn else [])]
     _run(["make", "-C", str(ENGINE), f"-j{jobs}", f"BUILD={c_objects}", f"LIB={c_objects / 'c-only.so'}",
-          "CFLAGS=-DDN_CUDA=1", "CUDA=0"])
+          f"CFLAGS={' '.join(defines)}", "CUDA=0"])
     objects = sorted(c_objects.rglob("*.o"))
 
-    def compile_cu(path: Path) -> Path:
-        obj = path.with_suffix(".cu.o")
-        _run(["g++", "-std=c++20", "-O1", "-fPIC", "-pthread", "-fvisibility=hidden", "-DDN_CUDA=1",
-              "-include", str(out / "emu_prelude.hpp"), f"-I{EMU / 'emu_runtime'}", f"-I{EMU}", f"-I{src}",
-              f"-I{ENGINE / 'include'}", "-x", "c++", "-c", str(path), "-o", str(obj)])
+    includes = [f"-I{EMU / 'emu_runtime'}", f"-I{EMU / 'fake_cuda'}", f"-I{EMU}", f"-I{src}",
+                f"-I{ENGINE / 'include'}"]  # emu_runtime's cuda_runtime.h before fake_cuda's
+
+    def compile_cpp(path: Path) -> Path:
+        obj = out / "cpp" / (path.name + ".o")
+        _run(["g++", "-std=c++20", "-O1", "-fPIC", "-pthread", "-fvisibility=hidden", *defines,
+              "-include", str(out / "emu_prelude.hpp"), *includes, "-x", "c++", "-c", str(path), "-o", str(obj)])
         return obj
 
+    (out / "cpp").mkdir(exist_ok=True)
+    sources = cu_files + ([EMU / "emu_runtime" / "cudnn_emu.cpp"] if cudnn else [])
     with ThreadPoolExecutor(jobs) as pool:
-        objects += list(pool.map(compile_cu, cu_files))
+        objects += list(pool.map(compile_cpp, sources))
     lib = out / "libpydarknet.so"
     _run(["g++", "-shared", "-o", str(lib), *map(str, objects), "-lm", "-lpthread"])
     return lib
@@ -124,5 +134,6 @@ def package(out: Path, lib: Path) -> Path:
 
 
 if __name__ == "__main__":
-    folder = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/pydarknet-emulated")
-    print(package(folder, build(folder)))
+    args = [a for a in sys.argv[1:] if a != "--cudnn"]
+    folder = Path(args[0] if args else "/tmp/pydarknet-emulated")
+    print(package(folder, build(folder, cudnn="--cudnn" in sys.argv)))

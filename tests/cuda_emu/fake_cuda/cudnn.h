@@ -6,7 +6,7 @@
 #define DN_FAKE_CUDNN_H
 #include <stddef.h>
 
-#include "cuda_runtime.h"
+#include <cuda_runtime.h> /* fake_cuda/ or emu_runtime/, whichever -I names first */
 
 typedef struct dn_fake_dnn *cudnnHandle_t;
 typedef struct dn_fake_tensor *cudnnTensorDescriptor_t;
