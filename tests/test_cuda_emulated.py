@@ -49,7 +49,7 @@ TOLERANCE = 1e-5
 
 
 def _compile(source: Path, out: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["g++", "-std=c++20", "-O1", "-pthread", *flags, f"-I{EMU}",
+    return subprocess.run(["g++", "-std=c++20", "-O1", "-ffp-contract=off", "-pthread", *flags, f"-I{EMU}",
                            f"-I{ROOT / 'darknet_src' / 'src'}", str(source), "-o", str(out)],
                           capture_output=True, text=True)
 
@@ -59,10 +59,6 @@ def drivers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     if shutil.which("g++") is None:
         pytest.skip("needs g++ to compile the kernels for the CPU")
     folder = tmp_path_factory.mktemp("cuda_emu")
-    probe = folder / "probe.cpp"
-    probe.write_text("#include <barrier>\nint main() { std::barrier<> b(1); b.arrive_and_wait(); }\n")
-    if _compile(probe, folder / "probe").returncode != 0:
-        pytest.skip("needs g++ with C++20 <barrier>")
     built = {}
     for name, flags in (("default", ()), ("three_channel_rows", ("-DBN_MAX_CHANNEL_BLOCKS=3",))):
         exe = folder / f"batchnorm_{name}"

@@ -92,7 +92,7 @@ def test_gpu_checks_pass_on_the_emulated_cuda_path(emulated_package: Path) -> No
         print(json.dumps([c.__dict__ for c in checks.run_all(with_timings=False)]))
     """)
     names = [c["name"] for c in checks]
-    assert len(checks) == 3 + 1 + 4 * 4 + 3 + 2, names
+    assert len(checks) == 3 + 1 + 4 * 4 + 5 + 2, names
     failed = [c for c in checks if not c["passed"]]
     assert not failed, failed
     # the CUDA path really ran: its sums go in other orders than the CPU's

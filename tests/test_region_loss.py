@@ -673,3 +673,27 @@ def test_yolo_surrogate_finite_differences(tmp_path: Path) -> None:
     assert relative_error(analytic, numeric) < 1e-3
     # the yolo delta reaches its input unchanged
     np.testing.assert_array_equal(net.delta(0), net.delta(1))
+
+
+@pytest.mark.parametrize("box,what", [
+    ((.5, .5, .2, .2, 3), "class=3"),        # 3 classes: 0..2
+    ((.5, .5, .2, .2, -1), "class=-1"),
+    ((-.4, .5, .2, .2, 0), "x=-0.4"),        # its cell index would be negative
+    ((.5, float("nan"), .2, .2, 0), "y=nan"),
+])
+def test_boxes_the_loss_cannot_place_are_data_errors(tmp_path: Path, box: tuple[float, ...], what: str) -> None:
+    """darknet writes such a box's deltas outside its anchor-cell (another
+    image's entries, or past the buffer); here it is an error naming it,
+    before anything is computed."""
+    from pydarknet.errors import DataError
+
+    net = region_net(tmp_path, batch=2, w=4, h=4, anchors=REGION_ANCHORS, classes=3)
+    x = np.zeros(net.input_shape, np.float32)
+    truth = np.zeros((2, net.truth_size), np.float32)
+    truth[0, :5] = (.3, .3, .1, .1, 1)
+    truth[1, 5:10] = box  # image 1, box 1 (after a good box 0)
+    truth[1, :5] = (.6, .6, .2, .2, 2)
+    with pytest.raises(DataError, match=f"image 1, box 1: .*{what}.*class in 0..2"):
+        net.forward_backward(x, truth)
+    truth[1, 5:10] = (1.0, 1.0, .2, .2, 2)  # the far edge is clamped into the last cell
+    assert np.isfinite(net.forward_backward(x, truth))

@@ -13,6 +13,7 @@
 #include "cuda.h"
 #include "error.h"
 #include "network.h"
+#include "layers/detection_loss.h"
 
 /* ---- schedule --------------------------------------------------------------- */
 
@@ -136,10 +137,46 @@ static dn_status check_training(const dn_network *net, const float *input, const
     return DN_OK;
 }
 
+/* The boxes a [region] / [yolo] layer reads from each image's truth (x == 0
+ * ends the list): a centre at x > 0, y >= 0 (past 1 is clamped into the last
+ * cell) and a class of the layer's.  Anything else would make the loss write
+ * outside its anchor-cell, into another image's entries or past the buffer
+ * (darknet does not check; its label loader keeps boxes in the image). */
+static dn_status check_boxes(const dn_network *net, const float *truth)
+{
+    for (int i = 0; i < net->n_layers; i++) {
+        const dn_layer *l = &net->layers[i];
+        int rows, classes;
+        if (l->type == DN_LAYER_REGION) {
+            rows = DN_REGION_MAX_TRUTHS;
+            classes = l->u.region.classes;
+        } else if (l->type == DN_LAYER_YOLO) {
+            rows = l->u.yolo.max_boxes;
+            classes = l->u.yolo.classes;
+        } else {
+            continue;
+        }
+        if (rows > net->truth_size / 5) rows = net->truth_size / 5;
+        for (int b = 0; b < net->batch; b++)
+            for (int t = 0; t < rows; t++) {
+                const float *box = truth + (size_t)b * net->truth_size + 5 * (size_t)t;
+                if (box[0] == 0) break;
+                if (box[0] > 0 && box[1] >= 0 && isfinite(box[0]) && isfinite(box[1]) && box[4] >= 0 &&
+                    box[4] < classes)
+                    continue;
+                return DN_FAIL(DN_ERR_DATA, "truth of image %d, box %d: x=%g y=%g class=%g; layer %d ([%s]) "
+                               "needs a centre inside the image and a class in 0..%d",
+                               b, t, box[0], box[1], box[4], i, l->ops->name, classes - 1);
+            }
+    }
+    return DN_OK;
+}
+
 DN_API dn_status dn_network_forward_backward(dn_network *net, const float *input,
                                              const float *truth, float *loss)
 {
     DN_TRY(check_training(net, input, truth));
+    if (truth) DN_TRY(check_boxes(net, truth));
     net->seen += net->batch; /* darknet counts the images before the forward */
     DN_TRY(dn_network_forward(net, input, 1, truth));
     float cost = network_cost(net);

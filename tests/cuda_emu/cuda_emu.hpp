@@ -4,9 +4,10 @@
 // block's) and __syncthreads as a barrier of the block's threads.
 //
 // launch() runs a grid block after block on the calling host thread.  The
-// first block runs its threads as fibers (ucontext): __syncthreads switches
-// to the next thread of the block, so every thread reaches the barrier
-// before any goes past it.  Where that first block never synchronised, the
+// first block runs its threads as fibers (ucontext, stacks with a guard
+// page): __syncthreads switches to the next thread of the block, so every
+// thread reaches the barrier before any goes past it; a barrier that some
+// threads skip (divergent code) is reported and aborts.  Where that first block never synchronised, the
 // rest of the grid runs its threads one after the other as plain calls; a
 // kernel that synchronises in some blocks only is reported and aborts.
 //
@@ -16,7 +17,9 @@
 #ifndef DN_CUDA_EMU_HPP
 #define DN_CUDA_EMU_HPP
 
+#include <sys/mman.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstddef>
@@ -41,9 +44,30 @@ inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
 #define __forceinline__ inline
 #define __shared__ static thread_local
 
+// a fiber's stack, with a page below it that faults on an overflow
+struct dn_emu_stack {
+    static constexpr size_t bytes = 64 << 10;
+    char *base = nullptr;  // the guard page; the stack is above it
+    size_t page = 0;
+    dn_emu_stack()
+    {
+        page = (size_t)sysconf(_SC_PAGESIZE);
+        void *p = mmap(nullptr, bytes + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) {
+            fprintf(stderr, "cuda_emu: no memory for a fiber stack\n");
+            abort();
+        }
+        base = (char *)p;
+        mprotect(base, page, PROT_NONE);
+    }
+    ~dn_emu_stack() { munmap(base, bytes + page); }
+    dn_emu_stack(const dn_emu_stack &) = delete;
+    dn_emu_stack &operator=(const dn_emu_stack &) = delete;
+};
+
 struct dn_emu_fiber {
     ucontext_t context;
-    std::unique_ptr<char[]> stack;
+    std::unique_ptr<dn_emu_stack> stack;
     dim3 thread;
     bool done;
 };
@@ -79,20 +103,20 @@ inline dim3 dn_emu_thread(unsigned t, dim3 block) { return dim3(t % block.x, t /
 // one block, its threads as fibers, round robin between barriers
 inline void dn_emu_fiber_block(unsigned threads, dim3 block)
 {
-    const size_t stack_bytes = 64 << 10;
     if (dn_emu.fibers.size() < threads) dn_emu.fibers.resize(threads);
     for (unsigned t = 0; t < threads; t++) {
         dn_emu_fiber &f = dn_emu.fibers[t];
-        if (!f.stack) f.stack.reset(new char[stack_bytes]);
+        if (!f.stack) f.stack.reset(new dn_emu_stack);
         getcontext(&f.context);
-        f.context.uc_stack.ss_sp = f.stack.get();
-        f.context.uc_stack.ss_size = stack_bytes;
+        f.context.uc_stack.ss_sp = f.stack->base + f.stack->page;
+        f.context.uc_stack.ss_size = dn_emu_stack::bytes;
         f.context.uc_link = &dn_emu.scheduler;
         makecontext(&f.context, dn_emu_fiber_main, 0);
         f.thread = dn_emu_thread(t, block);
         f.done = false;
     }
     for (unsigned running = threads; running > 0;) {
+        unsigned finished = 0;
         running = 0;
         for (unsigned t = 0; t < threads; t++) {
             dn_emu_fiber &f = dn_emu.fibers[t];
@@ -101,6 +125,14 @@ inline void dn_emu_fiber_block(unsigned threads, dim3 block)
             threadIdx = f.thread;
             swapcontext(&dn_emu.scheduler, &f.context);
             running += !f.done;
+            finished += f.done;
+        }
+        // every thread reaches each barrier, or none: some ending while
+        // others wait is a __syncthreads in divergent code
+        if (running && finished) {
+            fprintf(stderr, "cuda_emu: block (%u,%u,%u): %u threads wait at __syncthreads while %u ended\n",
+                    blockIdx.x, blockIdx.y, blockIdx.z, running, finished);
+            abort();
         }
     }
     dn_emu.current = nullptr;

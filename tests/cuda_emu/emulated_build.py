@@ -62,10 +62,23 @@ def rewrite_launches(source: str) -> str:
 
 PRELUDE = """// emulated_build.py: CUDA launches and intrinsics on the CPU
 #include <functional>
-#include "cuda_emu.hpp"
-template <typename Grid, typename Block, typename... Rest>
-static inline void dn_emu_launch(const std::function<void()> &kernel, Grid grid, Block block, Rest...)
+#include "cuda_runtime.h"
+// a launch on a stream of another device than the current one, or with a
+// configuration CUDA refuses, fails as it would on a GPU (cudaGetLastError)
+static inline bool dn_emu_launch_ok(dim3 grid, dim3 block, cudaStream_t stream)
 {
+    unsigned threads = block.x * block.y * block.z;
+    if (stream && stream->device != dn_emu_device) return false;
+    return grid.x && grid.y && grid.z && threads && threads <= 1024 && grid.y <= 65535 && grid.z <= 65535;
+}
+template <typename Grid, typename Block>
+static inline void dn_emu_launch(const std::function<void()> &kernel, Grid grid, Block block, size_t = 0,
+                                 cudaStream_t stream = nullptr)
+{
+    if (!dn_emu_launch_ok(dim3(grid), dim3(block), stream)) {
+        dn_emu_fail(cudaErrorInvalidValue);
+        return;
+    }
     launch(dim3(grid), dim3(block), kernel);
 }
 #define __fadd_rn(a, b) ((a) + (b))
@@ -105,7 +118,7 @@ def build(out: Path, jobs: int | None = None, cudnn: bool = False, c_objects: Pa
 
     def compile_cpp(path: Path) -> Path:
         obj = out / "cpp" / (path.name + ".o")
-        _run(["g++", "-std=c++20", "-O1", "-fPIC", "-pthread", "-fvisibility=hidden", *defines,
+        _run(["g++", "-std=c++20", "-O1", "-ffp-contract=off", "-fPIC", "-pthread", "-fvisibility=hidden", *defines,
               "-include", str(out / "emu_prelude.hpp"), *includes, "-x", "c++", "-c", str(path), "-o", str(obj)])
         return obj
 

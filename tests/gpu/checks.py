@@ -308,6 +308,28 @@ class_scale=1
 coord_scale=1
 thresh=.6
 """,
+    # logistic classes (darknet's tag rule for a second truth in a cell), no rescore
+    "region-logistic": LOSS_NET_HEAD.format(filters=425) + """[region]
+anchors = 0.57273,0.677385, 1.87446,2.06253, 3.33843,5.47434, 7.88282,3.52778, 9.77052,9.16828
+classes=80
+coords=4
+num=5
+softmax=0
+object_scale=5
+noobject_scale=1
+class_scale=1
+coord_scale=1
+thresh=.6
+""",
+    # predictions overlapping a truth by more than truth_thresh take it themselves
+    "yolo-close": LOSS_NET_HEAD.format(filters=255) + """[yolo]
+mask = 3,4,5
+anchors = 10,14, 23,27, 37,58, 81,82, 135,169, 344,319
+classes=80
+num=6
+ignore_thresh=.3
+truth_thresh=.5
+""",
     "yolo": LOSS_NET_HEAD.format(filters=255) + """[yolo]
 mask = 3,4,5
 anchors = 10,14, 23,27, 37,58, 81,82, 135,169, 344,319
@@ -609,7 +631,7 @@ def run_all(with_timings: bool = True) -> list[Check]:
         for title, text in LAYER_NETS.items():
             checks.extend(_guarded_list(f"backward {title}",
                                         lambda t=title, s=text: backward_parity(t, s, folder)))
-        for kind, seen in (("region", 0), ("region", 20000), ("yolo", 0)):
+        for kind, seen in (("region", 0), ("region", 20000), ("region-logistic", 0), ("yolo", 0), ("yolo-close", 0)):
             checks.append(_guard(f"{kind} loss", lambda k=kind, n=seen: [loss_parity(k, n, folder)]))
         checks.append(_guard("replicas", lambda: [replicas_on_one_gpu(folder)]))
         checks.append(_guard("one rank", lambda: [one_rank_allreduce(folder)]))

@@ -79,13 +79,20 @@ size_t dn_detection_loss_gpu_floats(const dn_layer *l, int truth_stride)
     return dn_loss_scratch_layout(loss_anchor_pairs(l), loss_mask_ints(l), l->batch, truth_stride).floats;
 }
 
-// The anchors (and yolo's mask) and this pass's truths into the layer's scratch.
-// Copies from pageable memory: staged before the call returns.
-static dn_loss_scratch upload_loss_inputs(dn_layer *l, const dn_ctx *ctx, const float *anchors, const int *mask)
+static dn_loss_scratch loss_scratch(const dn_layer *l, const dn_ctx *ctx)
+{
+    return dn_loss_scratch_layout(loss_anchor_pairs(l), loss_mask_ints(l), l->batch, ctx->truth_stride);
+}
+
+// The anchors (and yolo's mask) and this pass's truths into the layer's
+// scratch.  The truths may be page-locked (the trainer's batches), so the
+// copy is still reading them after the call: run_loss waits for the stream
+// before it returns.
+static void upload_loss_inputs(dn_layer *l, const dn_ctx *ctx, const dn_loss_scratch &s, const float *anchors,
+                               const int *mask)
 {
     dn_gpu *gpu = ctx->gpu->gpu;
     int pairs = loss_anchor_pairs(l), mask_ints = loss_mask_ints(l);
-    dn_loss_scratch s = dn_loss_scratch_layout(pairs, mask_ints, l->batch, ctx->truth_stride);
     float *scratch = l->gpu.loss;
     GPU_CHECK(gpu, cudaMemcpyAsync(scratch + s.anchors, anchors, 2 * (size_t)pairs * sizeof(float),
                                    cudaMemcpyHostToDevice, gpu->stream));
@@ -94,61 +101,58 @@ static dn_loss_scratch upload_loss_inputs(dn_layer *l, const dn_ctx *ctx, const 
                                        cudaMemcpyHostToDevice, gpu->stream));
     GPU_CHECK(gpu, cudaMemcpyAsync(scratch + s.truths, ctx->truth, (size_t)l->batch * ctx->truth_stride * sizeof(float),
                                    cudaMemcpyHostToDevice, gpu->stream));
-    return s;
 }
 
-// The cost (the delta's squared magnitude) and the statistics: per-block
-// partials and per-image sums come down in one copy, added up on the host.
-static void finish_loss(dn_layer *l, const dn_ctx *ctx, const dn_loss_scratch *s, int predictions)
+// The loss on the device (the delta was zeroed by the training forward): the
+// inputs up, the anchor-cells, the truths, the squared deltas per block; the
+// partials and per-image sums down in one copy, added up on the host into
+// l->cost and l->stats.
+template <typename Args>
+static void run_loss(dn_layer *l, const dn_ctx *ctx, const Args &args, const dn_loss_scratch &s,
+                     const float *anchors, const int *mask)
 {
     dn_gpu *gpu = ctx->gpu->gpu;
-    float *results = l->gpu.loss + s->results;
-    squares_partials_kernel<<<DN_LOSS_BLOCKS, DN_LOSS_THREADS, 0, gpu->stream>>>(
-        l->gpu.delta, (size_t)l->batch * l->out_size, results + DN_LOSS_BLOCKS);
-    GPU_LAUNCHED(gpu);
-    float *host = (float *)malloc(s->result_floats * sizeof(float));
+    float *host = (float *)malloc(s.result_floats * sizeof(float));  // before anything is queued
     if (!host) {
         dn_gpu_record(gpu, DN_FAIL(DN_ERR_OOM, "out of memory for the loss of layer %d", l->index));
         return;
     }
-    GPU_CHECK(gpu, cudaMemcpyAsync(host, results, s->result_floats * sizeof(float), cudaMemcpyDeviceToHost,
+    upload_loss_inputs(l, ctx, s, anchors, mask);
+    float *scratch = l->gpu.loss, *results = scratch + s.results;
+    loss_cells_kernel<<<DN_LOSS_BLOCKS, DN_LOSS_THREADS, 0, gpu->stream>>>(
+        args, scratch + s.truths, ctx->truth_stride, l->batch, results);
+    GPU_LAUNCHED(gpu);
+    loss_truths_kernel<<<dn_blocks(l->batch), 256, 0, gpu->stream>>>(
+        args, scratch + s.truths, ctx->truth_stride, l->batch, results + 2 * DN_LOSS_BLOCKS);
+    GPU_LAUNCHED(gpu);
+    squares_partials_kernel<<<DN_LOSS_BLOCKS, DN_LOSS_THREADS, 0, gpu->stream>>>(
+        l->gpu.delta, (size_t)l->batch * l->out_size, results + DN_LOSS_BLOCKS);
+    GPU_LAUNCHED(gpu);
+    GPU_CHECK(gpu, cudaMemcpyAsync(host, results, s.result_floats * sizeof(float), cudaMemcpyDeviceToHost,
                                    gpu->stream));
     GPU_CHECK(gpu, cudaStreamSynchronize(gpu->stream));
     if (gpu->error == DN_OK) {
         float sums[DN_LOSS_SUMS], objectness;
         dn_loss_results(host, l->batch, &l->cost, &objectness, sums);
-        dn_detection_stats_from_sums(&l->stats, sums, objectness, predictions);
+        dn_detection_stats_from_sums(&l->stats, sums, objectness, l->out_w * l->out_h * args.n_anchors * l->batch);
     }
     free(host);
-}
-
-// The loss stages on the device (the delta was zeroed by the training forward).
-template <typename Args>
-static void run_loss_kernels(dn_layer *l, const dn_ctx *ctx, const Args &args, const dn_loss_scratch &s)
-{
-    dn_gpu *gpu = ctx->gpu->gpu;
-    float *scratch = l->gpu.loss;
-    loss_cells_kernel<<<DN_LOSS_BLOCKS, DN_LOSS_THREADS, 0, gpu->stream>>>(
-        args, scratch + s.truths, ctx->truth_stride, l->batch, scratch + s.results);
-    GPU_LAUNCHED(gpu);
-    loss_truths_kernel<<<dn_blocks(l->batch), 256, 0, gpu->stream>>>(
-        args, scratch + s.truths, ctx->truth_stride, l->batch, scratch + s.results + 2 * DN_LOSS_BLOCKS);
-    GPU_LAUNCHED(gpu);
-    finish_loss(l, ctx, &s, l->out_w * l->out_h * args.n_anchors * l->batch);
 }
 
 // darknet's forward_region_layer / forward_yolo_layer on the device
 static void region_loss_gpu(dn_layer *l, const dn_ctx *ctx)
 {
-    dn_loss_scratch s = upload_loss_inputs(l, ctx, l->u.region.anchors, NULL);
-    run_loss_kernels(l, ctx, dn_region_loss_args_of(l, ctx, l->gpu.output, l->gpu.delta, l->gpu.loss + s.anchors), s);
+    dn_loss_scratch s = loss_scratch(l, ctx);
+    run_loss(l, ctx, dn_region_loss_args_of(l, ctx, l->gpu.output, l->gpu.delta, l->gpu.loss + s.anchors), s,
+             l->u.region.anchors, NULL);
 }
 
 static void yolo_loss_gpu(dn_layer *l, const dn_ctx *ctx)
 {
-    dn_loss_scratch s = upload_loss_inputs(l, ctx, l->u.yolo.anchors, l->u.yolo.mask);
+    dn_loss_scratch s = loss_scratch(l, ctx);
     const int *mask = (const int *)(l->gpu.loss + s.mask);
-    run_loss_kernels(l, ctx, dn_yolo_loss_args_of(l, ctx, l->gpu.output, l->gpu.delta, l->gpu.loss + s.anchors, mask), s);
+    run_loss(l, ctx, dn_yolo_loss_args_of(l, ctx, l->gpu.output, l->gpu.delta, l->gpu.loss + s.anchors, mask), s,
+             l->u.yolo.anchors, l->u.yolo.mask);
 }
 
 // ---- [region] ------------------------------------------------------------------------

@@ -48,7 +48,10 @@ inline cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t trans
                                   int n, int k, const float *alpha, const float *A, int lda, const float *B, int ldb,
                                   const float *beta, float *C, int ldc)
 {
-    if (!handle || m < 0 || n < 0 || k < 0 || lda < 1 || ldb < 1 || ldc < (m > 1 ? m : 1))
+    // cuBLAS's argument checks: the leading dimensions hold a column of op(A) / op(B) / C
+    int a_rows = transa == CUBLAS_OP_N ? m : k, b_rows = transb == CUBLAS_OP_N ? k : n;
+    if (!handle || m < 0 || n < 0 || k < 0 || lda < (a_rows > 1 ? a_rows : 1) || ldb < (b_rows > 1 ? b_rows : 1) ||
+        ldc < (m > 1 ? m : 1))
         return CUBLAS_STATUS_INVALID_VALUE;
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
     dn_gemm(NULL, transb == CUBLAS_OP_T, transa == CUBLAS_OP_T, n, m, k, *alpha, B, ldb, A, lda, *beta, C, ldc);

@@ -11,7 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
-#include <unordered_map>
+#include <map>
 
 #include "cuda_emu.hpp"
 
@@ -44,7 +44,7 @@ struct cudaDeviceProp {
 
 struct dn_emu_memory {
     std::mutex lock;
-    std::unordered_map<void *, std::pair<int, size_t>> blocks;  // pointer -> device, bytes
+    std::map<const char *, std::pair<int, size_t>> blocks;  // start -> device, bytes
     size_t used[64] = {0};
 };
 inline dn_emu_memory &dn_emu_memory_state()
@@ -147,7 +147,7 @@ inline cudaError_t cudaMalloc(void **p, size_t bytes)
     *p = malloc(bytes ? bytes : 1);
     if (!*p) return dn_emu_fail(cudaErrorMemoryAllocation);
     memset(*p, 0xFF, bytes);  // device memory starts as NaNs: nothing may read it unwritten
-    m.blocks[*p] = {dn_emu_device, bytes};
+    m.blocks[(const char *)*p] = {dn_emu_device, bytes};
     m.used[dn_emu_device] += bytes;
     return cudaSuccess;
 }
@@ -156,7 +156,7 @@ inline cudaError_t cudaFree(void *p)
     if (!p) return cudaSuccess;
     dn_emu_memory &m = dn_emu_memory_state();
     std::lock_guard<std::mutex> guard(m.lock);
-    auto it = m.blocks.find(p);
+    auto it = m.blocks.find((const char *)p);
     if (it == m.blocks.end()) return dn_emu_fail(cudaErrorInvalidValue);  // not a device pointer
     m.used[it->second.first] -= it->second.second;
     m.blocks.erase(it);
@@ -175,9 +175,28 @@ inline cudaError_t cudaFreeHost(void *p)
     free(p);
     return cudaSuccess;
 }
-inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind, cudaStream_t)
+// whether [p, p + bytes) lies in one device allocation
+inline bool dn_emu_on_device(const void *p, size_t bytes)
 {
-    if (bytes) memmove(dst, src, bytes);
+    dn_emu_memory &m = dn_emu_memory_state();
+    std::lock_guard<std::mutex> guard(m.lock);
+    auto it = m.blocks.upper_bound((const char *)p);
+    if (it == m.blocks.begin()) return false;
+    --it;
+    return (const char *)p + bytes <= it->first + it->second.second;
+}
+// a copy whose pointers are not where its kind says fails, as cuda-memcheck
+// would report it (a host pointer given as device memory reads garbage on a GPU)
+inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t)
+{
+    if (!bytes) return cudaSuccess;
+    bool dst_device = dn_emu_on_device(dst, bytes), src_device = dn_emu_on_device(src, bytes);
+    bool ok = kind == cudaMemcpyDefault || (kind == cudaMemcpyHostToDevice && dst_device && !src_device) ||
+              (kind == cudaMemcpyDeviceToHost && src_device && !dst_device) ||
+              (kind == cudaMemcpyDeviceToDevice && src_device && dst_device) ||
+              (kind == cudaMemcpyHostToHost && !src_device && !dst_device);
+    if (!ok) return dn_emu_fail(cudaErrorInvalidValue);
+    memmove(dst, src, bytes);
     return cudaSuccess;
 }
 inline cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
@@ -189,15 +208,19 @@ inline cudaError_t cudaMemcpyPeer(void *dst, int, const void *src, int, size_t b
     return cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, nullptr);
 }
 inline cudaError_t cudaMemcpy2DAsync(void *dst, size_t dst_pitch, const void *src, size_t src_pitch, size_t width,
-                                     size_t height, cudaMemcpyKind, cudaStream_t)
+                                     size_t height, cudaMemcpyKind kind, cudaStream_t)
 {
     if (width > dst_pitch || width > src_pitch) return dn_emu_fail(cudaErrorInvalidValue);
+    if (height && kind == cudaMemcpyDeviceToDevice &&
+        !(dn_emu_on_device(dst, (height - 1) * dst_pitch + width) && dn_emu_on_device(src, (height - 1) * src_pitch + width)))
+        return dn_emu_fail(cudaErrorInvalidValue);
     for (size_t row = 0; row < height; row++)
         memmove((char *)dst + row * dst_pitch, (const char *)src + row * src_pitch, width);
     return cudaSuccess;
 }
 inline cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t)
 {
+    if (bytes && !dn_emu_on_device(p, bytes)) return dn_emu_fail(cudaErrorInvalidValue);
     memset(p, value, bytes);
     return cudaSuccess;
 }
@@ -226,7 +249,10 @@ inline cudaError_t cudaEventDestroy(cudaEvent_t e)
     delete e;
     return cudaSuccess;
 }
-inline cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
+inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
+{
+    return s && e->device != s->device ? dn_emu_fail(cudaErrorInvalidValue) : cudaSuccess;  // CUDA refuses that
+}
 inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
 
 // the kernels' device-side helpers
