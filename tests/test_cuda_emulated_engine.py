@@ -246,3 +246,44 @@ def test_train_command_on_two_emulated_gpus(emulated_package: Path, tmp_path: Pa
             for key, values in cpu.params(i).items():
                 theirs = gpus.params(i)[key]
                 assert np.abs(theirs - values).max() <= 1e-3 * np.abs(values).max(), (i, key)
+
+
+def test_a_training_step_moves_only_images_truths_and_the_loss(emulated_package: Path, tmp_path: Path) -> None:
+    """Host <-> device traffic of one training step (2 passes): up, the images,
+    the truths and the anchors; down, the loss's partial sums (2 x 128 + 6 per
+    image floats per pass) and the update's finite-check flag.  No
+    activation, delta or weight goes through the host (darknet's GPU path
+    pulls the region output down and pushes its delta up every pass)."""
+    out = run_emulated(emulated_package, """
+        import ctypes, json, os, re
+        from pathlib import Path
+        import pydarknet
+        from checks import replica_case
+        from pydarknet import Network
+        engine = ctypes.CDLL(str(Path(pydarknet.__file__).parent / "libpydarknet.so"))
+
+        def traffic():
+            counts = (ctypes.c_ulonglong * 4)()
+            engine.dn_emu_traffic(counts)
+            return list(counts)
+
+        one, _, data = replica_case(Path(os.environ["CASE_DIR"]))
+        with Network(one, train=True, batch=0, device="cuda:0") as net:
+            x, truth = data[0]
+            net.train_step(x, truth)  # the first step sizes what it needs
+            before = traffic()
+            net.train_step(x, truth)
+            after = traffic()
+            print(json.dumps({"moved": [b - a for a, b in zip(before, after)], "images": x.nbytes,
+                              "truths": truth.nbytes, "batch": net.batch, "passes": net.images_per_step // net.batch,
+                              "region_output": 4 * net.layer(len(net) - 1).outputs * net.batch,
+                              "anchors": int(re.search(r"\\[region\\][^[]*\\nnum=(\\d+)", one.read_text()).group(1))}))
+    """, CASE_DIR=str(tmp_path))
+    host_to_device, device_to_host, _, launches = out["moved"]
+    passes, batch = out["passes"], out["batch"]
+    anchors = passes * out["anchors"] * 2 * 4  # uploaded with each pass's truths
+    assert host_to_device == out["images"] + out["truths"] + anchors, out
+    loss_results = passes * 4 * (2 * 128 + 6 * batch)
+    assert loss_results <= device_to_host <= loss_results + 16, out
+    assert device_to_host < out["region_output"], out  # what darknet's round trip would pull each pass
+    assert launches > 0

@@ -4,8 +4,8 @@
 // block's) and __syncthreads as a barrier of the block's threads.
 //
 // launch() runs a grid block after block on the calling host thread.  The
-// first block runs its threads as fibers (ucontext, stacks with a guard
-// page): __syncthreads switches to the next thread of the block, so every
+// first block runs its threads as fibers (their own stacks, with a guard
+// page; an x86-64 stack switch): __syncthreads switches to the next thread of the block, so every
 // thread reaches the barrier before any goes past it; a barrier that some
 // threads skip (divergent code) is reported and aborts.  Where that first block never synchronised, the
 // rest of the grid runs its threads one after the other as plain calls; a
@@ -18,11 +18,11 @@
 #define DN_CUDA_EMU_HPP
 
 #include <sys/mman.h>
-#include <ucontext.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -66,7 +66,7 @@ struct dn_emu_stack {
 };
 
 struct dn_emu_fiber {
-    ucontext_t context;
+    void *sp;  // its saved stack pointer while it is not running
     std::unique_ptr<dn_emu_stack> stack;
     dim3 thread;
     bool done;
@@ -74,13 +74,24 @@ struct dn_emu_fiber {
 
 struct dn_emu_state {
     std::vector<dn_emu_fiber> fibers;
-    ucontext_t scheduler;
+    void *scheduler_sp = nullptr;
     dn_emu_fiber *current = nullptr;  // the fiber running, NULL outside fiber mode
     bool synchronised = false;        // a __syncthreads happened in the block run with fibers
     const std::function<void()> *kernel = nullptr;
 };
 
 inline thread_local dn_emu_state dn_emu;
+
+// The switch between stacks (x86-64 System V; ucontext's swapcontext makes a
+// system call each time, 50x slower): push the callee-saved registers, save
+// the stack pointer in *from, load `to`, pop that stack's registers, return
+// into it.
+__attribute__((naked, noinline)) static void dn_emu_switch(void **from, void *to)
+{
+    asm("pushq %rbp\n\tpushq %rbx\n\tpushq %r12\n\tpushq %r13\n\tpushq %r14\n\tpushq %r15\n\t"
+        "movq %rsp, (%rdi)\n\tmovq %rsi, %rsp\n\t"
+        "popq %r15\n\tpopq %r14\n\tpopq %r13\n\tpopq %r12\n\tpopq %rbx\n\tpopq %rbp\n\tret\n\t");
+}
 
 inline void __syncthreads()
 {
@@ -89,13 +100,29 @@ inline void __syncthreads()
         abort();
     }
     dn_emu.synchronised = true;
-    swapcontext(&dn_emu.current->context, &dn_emu.scheduler);
+    dn_emu_switch(&dn_emu.current->sp, dn_emu.scheduler_sp);
 }
 
-inline void dn_emu_fiber_main()
+// where a fiber starts (through dn_emu_switch's `ret`); it never returns
+[[noreturn]] static void dn_emu_fiber_main()
 {
     (*dn_emu.kernel)();
-    dn_emu.current->done = true;  // back to the scheduler through uc_link
+    dn_emu.current->done = true;
+    dn_emu_switch(&dn_emu.current->sp, dn_emu.scheduler_sp);
+    abort();  // a finished fiber is never resumed
+}
+
+// a fresh stack that dn_emu_switch enters at dn_emu_fiber_main: six zeroed
+// registers, then the return address, placed so that the function starts
+// with the stack aligned as a call would leave it
+inline void *dn_emu_fresh_stack(dn_emu_stack &stack)
+{
+    uintptr_t top = (uintptr_t)(stack.base + stack.page + dn_emu_stack::bytes) & ~(uintptr_t)15;
+    void **sp = (void **)(top - 64);
+    for (int i = 0; i < 6; i++) sp[i] = nullptr;
+    sp[6] = (void *)&dn_emu_fiber_main;
+    sp[7] = nullptr;
+    return sp;
 }
 
 inline dim3 dn_emu_thread(unsigned t, dim3 block) { return dim3(t % block.x, t / block.x % block.y, t / (block.x * block.y)); }
@@ -107,11 +134,7 @@ inline void dn_emu_fiber_block(unsigned threads, dim3 block)
     for (unsigned t = 0; t < threads; t++) {
         dn_emu_fiber &f = dn_emu.fibers[t];
         if (!f.stack) f.stack.reset(new dn_emu_stack);
-        getcontext(&f.context);
-        f.context.uc_stack.ss_sp = f.stack->base + f.stack->page;
-        f.context.uc_stack.ss_size = dn_emu_stack::bytes;
-        f.context.uc_link = &dn_emu.scheduler;
-        makecontext(&f.context, dn_emu_fiber_main, 0);
+        f.sp = dn_emu_fresh_stack(*f.stack);
         f.thread = dn_emu_thread(t, block);
         f.done = false;
     }
@@ -123,7 +146,7 @@ inline void dn_emu_fiber_block(unsigned threads, dim3 block)
             if (f.done) continue;
             dn_emu.current = &f;
             threadIdx = f.thread;
-            swapcontext(&dn_emu.scheduler, &f.context);
+            dn_emu_switch(&dn_emu.scheduler_sp, f.sp);
             running += !f.done;
             finished += f.done;
         }

@@ -79,6 +79,7 @@ static inline void dn_emu_launch(const std::function<void()> &kernel, Grid grid,
         dn_emu_fail(cudaErrorInvalidValue);
         return;
     }
+    dn_emu_traffic_counters.launches++;
     launch(dim3(grid), dim3(block), kernel);
 }
 #define __fadd_rn(a, b) ((a) + (b))
@@ -123,7 +124,8 @@ def build(out: Path, jobs: int | None = None, cudnn: bool = False, c_objects: Pa
         return obj
 
     (out / "cpp").mkdir(exist_ok=True)
-    sources = cu_files + ([EMU / "emu_runtime" / "cudnn_emu.cpp"] if cudnn else [])
+    sources = [*cu_files, EMU / "emu_runtime" / "emu_traffic.cpp",
+               *([EMU / "emu_runtime" / "cudnn_emu.cpp"] if cudnn else [])]
     with ThreadPoolExecutor(jobs) as pool:
         objects += list(pool.map(compile_cpp, sources))
     lib = out / "libpydarknet.so"

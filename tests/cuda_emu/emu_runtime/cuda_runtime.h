@@ -8,6 +8,7 @@
 #ifndef DN_EMU_CUDA_RUNTIME_H
 #define DN_EMU_CUDA_RUNTIME_H
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -53,6 +54,12 @@ inline dn_emu_memory &dn_emu_memory_state()
     return memory;
 }
 inline thread_local int dn_emu_device = 0;
+
+// what went between host and devices, for dn_emu_traffic (emu_traffic.cpp)
+struct dn_emu_counters {
+    std::atomic<size_t> host_to_device{0}, device_to_host{0}, device_to_device{0}, launches{0};
+};
+inline dn_emu_counters dn_emu_traffic_counters;
 inline thread_local cudaError_t dn_emu_last_error = cudaSuccess;
 
 inline int dn_emu_env(const char *name, int fallback)
@@ -196,6 +203,8 @@ inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cud
               (kind == cudaMemcpyDeviceToDevice && src_device && dst_device) ||
               (kind == cudaMemcpyHostToHost && !src_device && !dst_device);
     if (!ok) return dn_emu_fail(cudaErrorInvalidValue);
+    (dst_device ? src_device ? dn_emu_traffic_counters.device_to_device : dn_emu_traffic_counters.host_to_device
+                : dn_emu_traffic_counters.device_to_host) += src_device || dst_device ? bytes : 0;
     memmove(dst, src, bytes);
     return cudaSuccess;
 }
@@ -214,6 +223,7 @@ inline cudaError_t cudaMemcpy2DAsync(void *dst, size_t dst_pitch, const void *sr
     if (height && kind == cudaMemcpyDeviceToDevice &&
         !(dn_emu_on_device(dst, (height - 1) * dst_pitch + width) && dn_emu_on_device(src, (height - 1) * src_pitch + width)))
         return dn_emu_fail(cudaErrorInvalidValue);
+    if (kind == cudaMemcpyDeviceToDevice) dn_emu_traffic_counters.device_to_device += height * width;
     for (size_t row = 0; row < height; row++)
         memmove((char *)dst + row * dst_pitch, (const char *)src + row * src_pitch, width);
     return cudaSuccess;

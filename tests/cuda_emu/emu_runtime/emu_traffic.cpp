@@ -1,0 +1,12 @@
+// The emulated CUDA build's count of copies and launches since the process
+// started, for tests (ctypes): bytes host -> device, device -> host, device
+// -> device (a device's pinned host buffers count as host), kernel launches.
+#include "cuda_runtime.h"
+
+extern "C" __attribute__((visibility("default"))) void dn_emu_traffic(unsigned long long out[4])
+{
+    out[0] = dn_emu_traffic_counters.host_to_device;
+    out[1] = dn_emu_traffic_counters.device_to_host;
+    out[2] = dn_emu_traffic_counters.device_to_device;
+    out[3] = dn_emu_traffic_counters.launches;
+}
