@@ -287,3 +287,57 @@ def test_a_training_step_moves_only_images_truths_and_the_loss(emulated_package:
     assert loss_results <= device_to_host <= loss_results + 16, out
     assert device_to_host < out["region_output"], out  # what darknet's round trip would pull each pass
     assert launches > 0
+
+
+def test_device_memory_comes_back(emulated_package: Path, tmp_path: Path) -> None:
+    """The GPU path frees what it allocates, to the byte (the emulated
+    runtime counts it): 500 detections and predictions on the emulated GPU
+    (frame upload and letterbox buffers made and freed per call) leave
+    device memory where it was, and networks created, trained (loss
+    scratch, copy stream, spare input), resized and freed return it all."""
+    out = run_emulated(emulated_package, """
+        import ctypes, gc, json, os
+        from pathlib import Path
+        import numpy as np
+        import pydarknet
+        from conftest import TINY_CFG
+        from pydarknet import Detector, Network
+        engine = ctypes.CDLL(str(Path(pydarknet.__file__).parent / "libpydarknet.so"))
+
+        def device_memory():
+            now = (ctypes.c_ulonglong * 2)()
+            engine.dn_emu_device_memory(now)
+            return list(now)
+
+        cfg = Path(os.environ["CASE_DIR"]) / "tiny.cfg"
+        cfg.write_text(TINY_CFG.replace("batch=1\\nsubdivisions=1", "batch=4\\nsubdivisions=2"))
+        empty = device_memory()
+        frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)
+        with Detector(cfg, None, names=["a", "b"], device="cuda:0") as detector:
+            detector.network.randomize(3)
+            x = np.random.default_rng(1).random(detector.network.input_shape, dtype=np.float32)
+            found = len(detector.detect(frame, thresh=.75))
+            loaded = device_memory()
+            for _ in range(500):
+                detector.detect(frame, thresh=.75)
+                detector.network.predict(x)
+            after_calls = device_memory()
+        rng = np.random.default_rng(2)
+        for i in range(20):
+            net = Network(cfg, train=True, batch=0, device="cuda:0")
+            x = rng.random((net.images_per_step, *net.input_shape[1:]), dtype=np.float32)
+            truth = np.zeros((net.images_per_step, net.truth_size), np.float32)
+            truth[:, :5] = (.5, .5, .3, .3, 1)
+            net.train_step(x, truth)
+            net.resize(64, 64)  # buffers remade
+            if i % 2:
+                net.close()
+            del net
+        gc.collect()
+        print(json.dumps({"empty": empty, "loaded": loaded, "after_calls": after_calls, "found": found,
+                          "after_networks": device_memory()}))
+    """, CASE_DIR=str(tmp_path))
+    assert 0 < out["found"] < 100
+    assert out["loaded"][0] > out["empty"][0]
+    assert out["after_calls"] == out["loaded"], out
+    assert out["after_networks"] == out["empty"], out
