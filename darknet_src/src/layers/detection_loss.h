@@ -27,6 +27,14 @@
 /* what a truth loop adds up, per image or per batch */
 enum { DN_LOSS_IOU, DN_LOSS_RECALL, DN_LOSS_RECALL75, DN_LOSS_CLASS, DN_LOSS_OBJ, DN_LOSS_COUNT, DN_LOSS_SUMS };
 
+/* The layout both layers share: per image, for each anchor, `entries`
+ * planes of `spatial` cells; the index of `entry` of (anchor, cell) in image b. */
+static inline DN_HD size_t dn_anchor_entry_index(int b, int out_size, int spatial, int entries, int anchor, int cell,
+                                                 int entry)
+{
+    return (size_t)b * out_size + ((size_t)anchor * entries + entry) * spatial + cell;
+}
+
 /* The box whose 4 entries are x[index], stride apart, in cell (i, j) of a
  * w x h grid, for an anchor of anchor_w x anchor_h in units of unit_w x
  * unit_h (grid cells for [region], network pixels for [yolo]). */
@@ -88,9 +96,7 @@ typedef struct {
 static inline DN_HD size_t dn_region_index(const dn_region_loss_args *a, int b, int anchor, int cell,
                                            int entry)
 {
-    size_t spatial = (size_t)a->w * a->h;
-    return (size_t)b * a->out_size + ((size_t)anchor * (a->coords + 1 + a->classes) + entry) * spatial +
-           cell;
+    return dn_anchor_entry_index(b, a->out_size, a->w * a->h, a->coords + 1 + a->classes, anchor, cell, entry);
 }
 
 /* the box of anchor-cell (i, j) whose x entry is x[index] (relative to the input) */
@@ -213,8 +219,7 @@ typedef struct {
 
 static inline DN_HD size_t dn_yolo_index(const dn_yolo_loss_args *a, int b, int n, int cell, int entry)
 {
-    size_t spatial = (size_t)a->w * a->h;
-    return (size_t)b * a->out_size + ((size_t)n * (4 + 1 + a->classes) + entry) * spatial + cell;
+    return dn_anchor_entry_index(b, a->out_size, a->w * a->h, 4 + 1 + a->classes, n, cell, entry);
 }
 
 /* the box of anchor-cell (i, j) whose x entry is x[index]; `anchor` indexes all anchors */

@@ -35,16 +35,13 @@
 #include "detection_layers.h"
 #include "detection_loss.h"
 
-
 static int entries(const dn_layer *l) { return l->u.region.coords + 1 + l->u.region.classes; }
 
 /* index of `entry` of anchor-cell `location` (= anchor * W*H + cell) in image b */
 static size_t entry_index(const dn_layer *l, int b, int location, int entry)
 {
     int spatial = l->out_w * l->out_h;
-    int anchor = location / spatial, cell = location % spatial;
-    return (size_t)b * l->out_size + (size_t)anchor * spatial * entries(l) +
-           (size_t)entry * spatial + cell;
+    return dn_anchor_entry_index(b, l->out_size, spatial, entries(l), location / spatial, location % spatial, entry);
 }
 
 static dn_status region_parse(dn_layer *l, const dn_build *b)

@@ -28,9 +28,7 @@ static int entries(const dn_layer *l) { return 4 + 1 + l->u.yolo.classes; }
 static size_t entry_index(const dn_layer *l, int b, int location, int entry)
 {
     int spatial = l->out_w * l->out_h;
-    int anchor = location / spatial, cell = location % spatial;
-    return (size_t)b * l->out_size + (size_t)anchor * spatial * entries(l) +
-           (size_t)entry * spatial + cell;
+    return dn_anchor_entry_index(b, l->out_size, spatial, entries(l), location / spatial, location % spatial, entry);
 }
 
 static dn_status yolo_parse(dn_layer *l, const dn_build *b)
