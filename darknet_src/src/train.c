@@ -5,6 +5,7 @@
  * `subdivisions` forwards, update_network with the rate of the current
  * batch number (seen / (batch * subdivisions)). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -78,20 +79,35 @@ static int all_finite(const float *x, size_t n)
     return acc == 0;
 }
 
+/* The iteration the pass now running belongs to (1 for the first step's
+ * passes): `seen` already counts this pass's images, and with subdivisions
+ * or replicas dn_network_current_batch stays at the previous iteration
+ * until the last pass of the step. */
+static int64_t iteration_of_pass(const dn_network *net)
+{
+    int64_t per_step = (int64_t)net->batch * net->hp.subdivisions * net->update_replicas;
+    return net->seen > 0 ? (net->seen - 1) / per_step + 1 : 0;
+}
+
 static dn_status non_finite_error(const dn_network *net, const char *what, float value)
 {
-    int64_t iteration = dn_network_current_batch(net);
+    int64_t iteration = iteration_of_pass(net);
+    char shown[32];
+    if (isnan(value))
+        snprintf(shown, sizeof shown, "NaN"); /* not printf's "-nan" */
+    else
+        snprintf(shown, sizeof shown, "%g", (double)value);
     for (int i = 0; i < net->n_layers; i++) {
         const dn_layer *l = &net->layers[i];
         if (!all_finite(l->output, (size_t)l->batch * l->out_size))
             return DN_FAIL(DN_ERR_NUMERIC,
-                           "%s is %g at iteration %lld: the first non-finite values are in the "
+                           "%s is %s at iteration %lld: the first non-finite values are in the "
                            "output of layer %d ([%s] at cfg line %d); lower the learning rate or "
                            "check the data",
-                           what, value, (long long)iteration, i, l->ops->name, l->cfg_line);
+                           what, shown, (long long)iteration, i, l->ops->name, l->cfg_line);
     }
-    return DN_FAIL(DN_ERR_NUMERIC, "%s is %g at iteration %lld (layer outputs are finite: the "
-                   "loss layer's targets are not; check the labels)", what, value,
+    return DN_FAIL(DN_ERR_NUMERIC, "%s is %s at iteration %lld (layer outputs are finite: the "
+                   "loss layer's targets are not; check the labels)", what, shown,
                    (long long)iteration);
 }
 
