@@ -7,7 +7,8 @@ memory), loaded as pydarknet's engine in a subprocess, which then sees
 - the prepared GPU checks (tests/gpu/checks.py, as device_check.sh runs
   them on a lent GPU): forward parity of yolov2-tiny, yolov2, yolov3-tiny,
   the resize sequence, backward parity for every layer type, the region and
-  yolo losses, the 2-replica and one-rank all-reduce equivalences;
+  yolo losses, the 2-replica and one-rank all-reduce equivalences, training
+  in 4 subdivisions with the copy stream;
 - multi-GPU training on 2 emulated GPUs, both sync modes, against the CPU;
   `pydarknet train --gpus 0,1` on a generated dataset against `--replicas 2`;
   a GPU index that does not exist, and one GPU out of memory, each an error
@@ -15,11 +16,19 @@ memory), loaded as pydarknet's engine in a subprocess, which then sees
 - detection on frames with the letterbox on the "GPU" against the CPU;
 - the cuDNN build, against an emulated cuDNN (real arithmetic, scripted
   algorithm lists): forward, resize and backward parity, and the algorithm
-  every convolution ran.
+  every convolution ran;
+- the NCCL build, against emulated communicators (grouped all-reduces on
+  each rank's stream): 2-GPU training in both modes, one-rank all-reduce,
+  and `pydarknet train --gpus 0,1`, each counting the collectives it ran.
 
-What this cannot show is left to the GPU machine: speed, races between
-streams (here everything runs in the order issued), cuBLAS's and cuDNN's
-own results and choices, NCCL (not in these builds)."""
+The streams run their work when issued, or as late as CUDA allows, or
+with the copy stream running at once ahead of the compute stream's queued
+work (DN_EMU_STREAMS, emu_runtime/cuda_runtime.h): a missing wait between
+streams, or a buffer written before another stream has read it, fails.
+
+What this cannot show is left to the GPU machine: speed, two streams
+really running at once, cuBLAS's, cuDNN's and NCCL's own results and
+choices."""
 from __future__ import annotations
 
 import json
@@ -60,6 +69,12 @@ def emulated_cudnn_package(emulated_builds: Path) -> Path:
     return emulated_build.package(folder, emulated_build.build(folder, cudnn=True, c_objects=emulated_builds / "c"))
 
 
+@pytest.fixture(scope="module")
+def emulated_nccl_package(emulated_builds: Path) -> Path:
+    folder = emulated_builds / "nccl"
+    return emulated_build.package(folder, emulated_build.build(folder, nccl=True, c_objects=emulated_builds / "c"))
+
+
 def run_emulated(package: Path, code: str, **env: str) -> dict:
     """Runs `code` against the emulated engine; it prints one JSON line last."""
     environment = {**os.environ, **env,
@@ -86,13 +101,19 @@ def test_the_engine_sees_emulated_gpus(emulated_package: Path) -> None:
     assert info["name"] == "CUDA emulated on the CPU (device 1)"
 
 
-def test_gpu_checks_pass_on_the_emulated_cuda_path(emulated_package: Path) -> None:
+@pytest.mark.parametrize("streams", ["issue", "late", "late-except-newest"])
+def test_gpu_checks_pass_on_the_emulated_cuda_path(emulated_package: Path, streams: str) -> None:
+    """The prepared GPU checks, with the streams running their work when
+    issued, as late as CUDA allows (a missing wait before reading what
+    another stream writes shows), and with the newest stream (the copy
+    stream) running at once ahead of the others' queued work (one writing
+    what another has yet to read shows)."""
     checks = run_emulated(emulated_package, """
         import json, checks
         print(json.dumps([c.__dict__ for c in checks.run_all(with_timings=False)]))
-    """)
+    """, DN_EMU_STREAMS=streams)
     names = [c["name"] for c in checks]
-    assert len(checks) == 3 + 1 + 4 * 4 + 5 + 2, names
+    assert len(checks) == 3 + 1 + 4 * 4 + 5 + 3, names
     failed = [c for c in checks if not c["passed"]]
     assert not failed, failed
     # the CUDA path really ran: its sums go in other orders than the CPU's
@@ -107,7 +128,8 @@ def test_gpu_checks_pass_with_cudnn_convolutions(emulated_cudnn_package: Path, t
     arithmetic: forward, resize and backward parity pass (and training in 2
     subdivisions, where gradients accumulate across passes), and every
     convolution ran the algorithm the engine should choose from the lists
-    (FP32 FMA, the faster of two, within the workspace; never tensor-op)."""
+    (FP32 FMA, the faster of two, within the workspace; never tensor-op).
+    cuDNN's work runs on its handle's stream, as late as CUDA allows."""
     log = tmp_path / "cudnn.log"
     checks = run_emulated(emulated_cudnn_package, """
         import json, tempfile, checks
@@ -125,7 +147,7 @@ def test_gpu_checks_pass_with_cudnn_convolutions(emulated_cudnn_package: Path, t
             # 2 subdivisions: the weight gradients accumulate across passes
             results.append(checks.replicas_on_one_gpu(folder))
         print(json.dumps([c.__dict__ for c in results]))
-    """, DN_EMU_CUDNN_LOG=str(log))
+    """, DN_EMU_CUDNN_LOG=str(log), DN_EMU_STREAMS="late")
     assert len(checks) == 2 + 1 + 4 * 4 + 1
     failed = [c for c in checks if not c["passed"]]
     assert not failed, failed
@@ -135,15 +157,19 @@ def test_gpu_checks_pass_with_cudnn_convolutions(emulated_cudnn_package: Path, t
 
 
 TWO_GPUS = """
-    import json, os
+    import ctypes, json, os
     from pathlib import Path
+    import pydarknet
     from checks import rel, replica_case, trained_params
     from pydarknet.errors import DarknetError
     from pydarknet.replicas import Trainer
 
+    engine = ctypes.CDLL(str(Path(pydarknet.__file__).parent / "libpydarknet.so"))
+    engine.dn_emu_collectives.restype = ctypes.c_ulonglong
     one, many, data = replica_case(Path(os.environ["CASE_DIR"]))
     out = {}
     for sync in ("allreduce", "darknet"):
+        before = engine.dn_emu_collectives()
         # all-reduce: one replica with the whole batch; darknet: 2 CPU replicas
         reference = Trainer(one, seed=2) if sync == "allreduce" else \\
             Trainer(many, replicas=2, sync=sync, sync_every=2, seed=2)
@@ -152,7 +178,8 @@ TWO_GPUS = """
                 cpu.step(x, truth)
                 gpus.step(x, truth)
             out[sync] = {"error": rel(trained_params(gpus, 0), trained_params(cpu, 0)),
-                         "replicas_identical": bool((trained_params(gpus, 0) == trained_params(gpus, 1)).all())}
+                         "replicas_identical": bool((trained_params(gpus, 0) == trained_params(gpus, 1)).all()),
+                         "collectives": engine.dn_emu_collectives() - before}
     errors = {}
     for name, gpus in (("missing", [0, 2]), ("oom", [0, 1])):
         if name == "oom":
@@ -163,21 +190,52 @@ TWO_GPUS = """
         except DarknetError as exc:
             errors[name] = f"{type(exc).__name__}: {exc}"
     out["errors"] = errors
+    os.environ["DN_EMU_GPU_MB"] = "4096"
+    before = engine.dn_emu_collectives()
+    from checks import one_rank_allreduce
+    one_rank = one_rank_allreduce(Path(os.environ["CASE_DIR"]))
+    out["one_rank"] = {"passed": one_rank.passed, "detail": one_rank.detail,
+                       "collectives": engine.dn_emu_collectives() - before}
     print(json.dumps(out))
 """
 
 
-def test_two_emulated_gpus_train_as_the_cpu_does(emulated_package: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("streams", ["issue", "late", "late-except-newest"])
+def test_two_emulated_gpus_train_as_the_cpu_does(emulated_package: Path, tmp_path: Path, streams: str) -> None:
     """`--gpus 0,1` in both modes against CPU replicas (darknet mode) and one
     replica with the whole batch (all-reduce; reduced through the host, no
-    NCCL in this build); a missing GPU and a full one are errors naming it."""
-    out = run_emulated(emulated_package, TWO_GPUS, DN_EMU_GPUS="2", CASE_DIR=str(tmp_path))
+    NCCL in this build); a missing GPU and a full one are errors naming it.
+    The replicas' host threads share the emulated devices' stream queues."""
+    out = run_emulated(emulated_package, TWO_GPUS, DN_EMU_GPUS="2", CASE_DIR=str(tmp_path), DN_EMU_STREAMS=streams)
     for sync in ("allreduce", "darknet"):
         assert out[sync]["error"] < 1e-4, out
     assert out["allreduce"]["replicas_identical"], out
     missing, oom = out["errors"]["missing"], out["errors"]["oom"]
     assert missing and "GPU 2" in missing and "2 CUDA devices" in missing, missing
     assert oom and "out of GPU memory on GPU 1" in oom and "MemoryError" in oom, oom
+    assert out["one_rank"]["passed"], out
+    assert out["allreduce"]["collectives"] == out["darknet"]["collectives"] == 0, out  # no NCCL: through the host
+    assert out["one_rank"]["collectives"] == 0, out
+
+
+@pytest.mark.parametrize("streams", ["issue", "late", "late-except-newest"])
+def test_two_emulated_gpus_all_reduce_through_nccl(emulated_nccl_package: Path, tmp_path: Path,
+                                                   streams: str) -> None:
+    """The NCCL build (cuda.cu's communicators and grouped all-reduces on each
+    replica's stream, emu_runtime/nccl.h): `--gpus 0,1` trains as the CPU
+    does in both modes, through NCCL (one collective per all-reduce step; in
+    darknet mode, the weight and statistics averages every 2 steps).  NCCL's
+    collectives start when every rank's stream has run what came before."""
+    out = run_emulated(emulated_nccl_package, TWO_GPUS, DN_EMU_GPUS="2", CASE_DIR=str(tmp_path),
+                       DN_EMU_STREAMS=streams)
+    for sync in ("allreduce", "darknet"):
+        assert out[sync]["error"] < 1e-4, out
+    assert out["allreduce"]["replicas_identical"], out
+    assert out["allreduce"]["collectives"] == 5, out  # 5 steps, each reducing the gradients
+    assert out["darknet"]["collectives"] == 2 * 2, out  # steps 2 and 4: the weights, the BN statistics
+    assert "GPU 2" in out["errors"]["missing"] and "out of GPU memory on GPU 1" in out["errors"]["oom"], out
+    # one replica in all-reduce mode: a one-rank NCCL reduction each step, as plain training
+    assert out["one_rank"]["passed"] and out["one_rank"]["collectives"] == 5, out
 
 
 def test_detection_on_frames_with_the_emulated_gpu_letterbox(emulated_package: Path) -> None:
@@ -196,7 +254,7 @@ def test_detection_on_frames_with_the_emulated_gpu_letterbox(emulated_package: P
             with Detector({str(cfg)!r}, {str(weights)!r}, {str(names)!r}, device=device) as detector:
                 boxes[device] = [(d.name, d.confidence, d.x, d.y, d.w, d.h) for d in detector.detect(frame, thresh=.3)]
         print(json.dumps(boxes))
-    """)
+    """, DN_EMU_STREAMS="late")
     cpu, gpu = out["cpu"], out["cuda:0"]
     assert len(cpu) >= 3, cpu  # dog, bicycle, truck/car
     assert [b[0] for b in gpu] == [b[0] for b in cpu]
@@ -205,10 +263,13 @@ def test_detection_on_frames_with_the_emulated_gpu_letterbox(emulated_package: P
         assert ours[2:] == pytest.approx(theirs[2:], abs=0.5)  # pixels
 
 
-def test_train_command_on_two_emulated_gpus(emulated_package: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("reduction", ["host", "nccl"])
+def test_train_command_on_two_emulated_gpus(request: pytest.FixtureRequest, tmp_path: Path, reduction: str) -> None:
     """`pydarknet train --gpus 0,1 --sync allreduce` (loader, page-locked
     batches, the weights pulled back from the GPU for saving) trains as
-    `--replicas 2` does on the CPU: the same losses and final weights."""
+    `--replicas 2` does on the CPU: the same losses and final weights, with
+    the gradients reduced through the host or through NCCL."""
+    emulated_package = request.getfixturevalue("emulated_package" if reduction == "host" else "emulated_nccl_package")
     import numpy as np
 
     from pydarknet import Network
@@ -230,7 +291,7 @@ def test_train_command_on_two_emulated_gpus(emulated_package: Path, tmp_path: Pa
             from pydarknet.cli import main
             result = CliRunner().invoke(main, {command!r})
             print(json.dumps({{"code": result.exit_code, "output": result.output}}))
-        """, DN_EMU_GPUS="2")
+        """, DN_EMU_GPUS="2", DN_EMU_STREAMS="late")
         assert out["code"] == 0, out["output"]
         assert "done: 3 iterations" in out["output"]
         final[name] = tmp_path / name / "tiny-yolo_final.weights"
@@ -336,7 +397,7 @@ def test_device_memory_comes_back(emulated_package: Path, tmp_path: Path) -> Non
         gc.collect()
         print(json.dumps({"empty": empty, "loaded": loaded, "after_calls": after_calls, "found": found,
                           "after_networks": device_memory()}))
-    """, CASE_DIR=str(tmp_path))
+    """, CASE_DIR=str(tmp_path), DN_EMU_STREAMS="late")
     assert 0 < out["found"] < 100
     assert out["loaded"][0] > out["empty"][0]
     assert out["after_calls"] == out["loaded"], out

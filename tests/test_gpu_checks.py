@@ -37,7 +37,7 @@ def test_gpu_checks_run_with_the_cpu_standing_in() -> None:
     assert all(c["error"] < 1e-6 for c in checks), checks
     # forward x 3 networks, the resize sequence, 4 backward networks x (deltas,
     # gradients, loss, weights), the region / yolo losses (5), the two
-    # all-reduce equivalences
-    assert len(checks) == 3 + 1 + 4 * 4 + 5 + 2, names
+    # all-reduce equivalences, training in 4 subdivisions
+    assert len(checks) == 3 + 1 + 4 * 4 + 5 + 2 + 1, names
     assert sum(" loss on the device" in n for n in names) == 5
     assert sum(n.startswith("weights after a step") for n in names) == 4

@@ -8,11 +8,14 @@ the CPU: the GPU checks (tests/gpu/checks.py) run against it in CI.
 
 With --cudnn, the convolutions go through conv_cudnn.cu to an emulated
 cuDNN (emu_runtime/cudnn_emu.cpp: the real arithmetic, scripted algorithm
-lists).  What it cannot show: speed, races between streams (everything runs
-in issue order), cuBLAS's and cuDNN's own behaviour, NCCL (built without
-it).
+lists); with --nccl, replicas on distinct GPUs all-reduce through
+emu_runtime/nccl.h's communicators.  The streams run work at issue, or as
+late as CUDA allows (DN_EMU_STREAMS, emu_runtime/cuda_runtime.h), which
+shows a missing wait between streams.  What it cannot show: speed,
+cuBLAS's, cuDNN's and NCCL's own behaviour (algorithms, ring order,
+transports).
 
-    python tests/cuda_emu/emulated_build.py OUT_DIR [--cudnn]   # -> OUT_DIR/pkg/pydarknet
+    python tests/cuda_emu/emulated_build.py OUT_DIR [--cudnn] [--nccl]   # -> OUT_DIR/pkg/pydarknet
 """
 from __future__ import annotations
 
@@ -44,7 +47,10 @@ def _matching(text: str, start: int, open_char: str, close_char: str) -> int:
 
 def rewrite_launches(source: str) -> str:
     """`kernel<<<grid, block, shared, stream>>>(args);` becomes
-    `dn_emu_launch([&] { kernel(args); }, grid, block, shared, stream);`."""
+    `[&](auto... a) { dn_emu_launch([=] { kernel(a...); }, grid, block, shared, stream); }(args);`:
+    the arguments are evaluated and copied at the launch, as CUDA does, and
+    the kernel runs when its stream gets to it (at once unless DN_EMU_STREAMS
+    defers it)."""
     out, pos = [], 0
     for match in re.finditer(r"(\b[A-Za-z_]\w*)\s*<<<", source):
         if match.start() < pos:
@@ -53,8 +59,8 @@ def rewrite_launches(source: str) -> str:
         args_start = source.index("(", config_end)
         args_end = _matching(source, args_start, "(", ")")
         out.append(source[pos:match.start()])
-        out.append(f"dn_emu_launch([&] {{ {match.group(1)}{source[args_start:args_end]}; }}, "
-                   f"{source[match.end():config_end]})")
+        out.append(f"[&](auto... dn_emu_args) {{ dn_emu_launch([=] {{ {match.group(1)}(dn_emu_args...); }}, "
+                   f"{source[match.end():config_end]}); }}{source[args_start:args_end]}")
         pos = args_end
     out.append(source[pos:])
     return "".join(out)
@@ -72,7 +78,7 @@ static inline bool dn_emu_launch_ok(dim3 grid, dim3 block, cudaStream_t stream)
     return grid.x && grid.y && grid.z && threads && threads <= 1024 && grid.y <= 65535 && grid.z <= 65535;
 }
 template <typename Grid, typename Block>
-static inline void dn_emu_launch(const std::function<void()> &kernel, Grid grid, Block block, size_t = 0,
+static inline void dn_emu_launch(std::function<void()> kernel, Grid grid, Block block, size_t = 0,
                                  cudaStream_t stream = nullptr)
 {
     if (!dn_emu_launch_ok(dim3(grid), dim3(block), stream)) {
@@ -80,7 +86,9 @@ static inline void dn_emu_launch(const std::function<void()> &kernel, Grid grid,
         return;
     }
     dn_emu_traffic_counters.launches++;
-    launch(dim3(grid), dim3(block), kernel);
+    dn_emu_enqueue(stream, [kernel = std::move(kernel), grid = dim3(grid), block = dim3(block)] {
+        launch(grid, block, kernel);
+    });
 }
 #define __fadd_rn(a, b) ((a) + (b))
 #define __fmul_rn(a, b) ((a) * (b))
@@ -93,10 +101,13 @@ def _run(command: list[str], cwd: Path | None = None) -> None:
         raise RuntimeError(f"{' '.join(command[:6])} ... failed:\n{result.stderr[-4000:]}")
 
 
-def build(out: Path, jobs: int | None = None, cudnn: bool = False, c_objects: Path | None = None) -> Path:
+def build(out: Path, jobs: int | None = None, cudnn: bool = False, nccl: bool = False,
+          c_objects: Path | None = None) -> Path:
     """Builds OUT/libpydarknet.so (emulated CUDA; with cuDNN's convolutions
-    from emu_runtime/cudnn_emu.cpp where `cudnn`) and returns it.  The C
-    objects go to `c_objects` (default OUT/c): builds may share them."""
+    from emu_runtime/cudnn_emu.cpp where `cudnn`, with NCCL's all-reduce
+    from emu_runtime/nccl.h where `nccl`) and returns it.  The C objects go
+    to `c_objects` (default OUT/c): builds may share them (no C file reads
+    DN_CUDNN or DN_NCCL)."""
     jobs = jobs or os.cpu_count() or 2
     out.mkdir(parents=True, exist_ok=True)
     src = out / "src"
@@ -109,7 +120,7 @@ def build(out: Path, jobs: int | None = None, cudnn: bool = False, c_objects: Pa
         path.write_text(rewrite_launches(path.read_text()))
     c_objects = c_objects or out / "c"
     # the C files as a CUDA build compiles them (device.c then routes to the CUDA twins)
-    defines = ["-DDN_CUDA=1", *(["-DDN_CUDNN=1"] if cudnn else [])]
+    defines = ["-DDN_CUDA=1", *(["-DDN_CUDNN=1"] if cudnn else []), *(["-DDN_NCCL=1"] if nccl else [])]
     _run(["make", "-C", str(ENGINE), f"-j{jobs}", f"BUILD={c_objects}", f"LIB={c_objects / 'c-only.so'}",
           f"CFLAGS={' '.join(defines)}", "CUDA=0"])
     objects = sorted(c_objects.rglob("*.o"))
@@ -149,6 +160,6 @@ def package(out: Path, lib: Path) -> Path:
 
 
 if __name__ == "__main__":
-    args = [a for a in sys.argv[1:] if a != "--cudnn"]
+    args = [a for a in sys.argv[1:] if a not in ("--cudnn", "--nccl")]
     folder = Path(args[0] if args else "/tmp/pydarknet-emulated")
-    print(package(folder, build(folder, cudnn="--cudnn" in sys.argv)))
+    print(package(folder, build(folder, cudnn="--cudnn" in sys.argv, nccl="--nccl" in sys.argv)))

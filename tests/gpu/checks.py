@@ -450,6 +450,30 @@ def one_rank_allreduce(folder: Path) -> Check:
                  err < TOLERANCE and synced, "reduced every step" if synced else "no reduction ran")
 
 
+def subdivided_training(folder: Path) -> Check:
+    """Batch 8 in 4 subdivisions on GPU 0 == the same training on the CPU,
+    5 steps.  Each pass's successor goes up on the copy stream while the pass
+    computes, from one page-locked buffer refilled every step, as `pydarknet
+    train --gpus` feeds it: a missing wait between the streams, or a step
+    that returns before its uploads have read the buffer, shows here."""
+    one, _, data = replica_case(folder)
+    cfg = folder / "subdivided.cfg"
+    text = one.read_text()
+    assert "batch=8\nsubdivisions=2" in text
+    cfg.write_text(text.replace("batch=8\nsubdivisions=2", "batch=8\nsubdivisions=4"))
+    images, pinned = host_array(data[0][0].shape, pinned=DEVICE != "cpu")
+    gpus = [0] if DEVICE != "cpu" else None
+    with Trainer(cfg, gpus=gpus, seed=2) as device, Trainer(cfg, seed=2) as cpu:
+        for x, truth in data:
+            images[...] = x
+            device.step(images, truth)
+            images[...] = np.nan  # what the loader would write next, before the next step
+            cpu.step(x, truth)
+        err = rel(trained_params(device, 0), trained_params(cpu, 0))
+    return Check("batch 8 in 4 subdivisions (next pass on the copy stream) == CPU", err, err < TOLERANCE,
+                 "page-locked input" if pinned else "pageable input")
+
+
 def kernel_profile(step: Callable[[], object], path: Path, top: int = 30) -> str:
     """The GPU kernels and copies of one call of `step`, by total time.
 
@@ -635,6 +659,7 @@ def run_all(with_timings: bool = True) -> list[Check]:
             checks.append(_guard(f"{kind} loss", lambda k=kind, n=seen: [loss_parity(k, n, folder)]))
         checks.append(_guard("replicas", lambda: [replicas_on_one_gpu(folder)]))
         checks.append(_guard("one rank", lambda: [one_rank_allreduce(folder)]))
+        checks.append(_guard("subdivisions", lambda: [subdivided_training(folder)]))
         for c in checks:
             print(f"  {c.name[:60]:60s} {c.error:10.3g} {'PASS' if c.passed else 'FAIL'} {c.detail}",
                   flush=True)

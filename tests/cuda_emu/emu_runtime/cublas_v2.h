@@ -1,6 +1,6 @@
 // The cuBLAS calls darknet_src makes, for the emulated CUDA build: SGEMM
 // (column-major, as cuBLAS) through the engine's own CPU GEMM (gemm.h),
-// which the library being built contains.
+// which the library being built contains, on the handle's stream.
 #ifndef DN_EMU_CUBLAS_V2_H
 #define DN_EMU_CUBLAS_V2_H
 
@@ -54,7 +54,11 @@ inline cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t trans
         ldc < (m > 1 ? m : 1))
         return CUBLAS_STATUS_INVALID_VALUE;
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
-    dn_gemm(NULL, transb == CUBLAS_OP_T, transa == CUBLAS_OP_T, n, m, k, *alpha, B, ldb, A, lda, *beta, C, ldc);
+    // alpha and beta are read now (host pointer mode), the matrices when the handle's stream runs it
+    float a = *alpha, b = *beta;
+    dn_emu_enqueue(handle->stream, [=] {
+        dn_gemm(NULL, transb == CUBLAS_OP_T, transa == CUBLAS_OP_T, n, m, k, a, B, ldb, A, lda, b, C, ldc);
+    });
     return CUBLAS_STATUS_SUCCESS;
 }
 

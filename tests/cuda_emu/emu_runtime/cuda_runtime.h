@@ -1,18 +1,35 @@
 // The CUDA runtime calls darknet_src makes, run on the CPU for the emulated
 // CUDA build (tests/cuda_emu/emulated_build.py): device memory is host
-// memory, every stream is the calling thread (copies and kernels run when
-// issued, in order), events are no-ops.  DN_EMU_GPUS devices (default 1),
-// each of DN_EMU_GPU_MB MiB (default 4096; "4096,64" gives each its own):
-// allocations past that fail with
-// cudaErrorMemoryAllocation, as a full GPU's do.
+// memory.  DN_EMU_GPUS devices (default 1), each of DN_EMU_GPU_MB MiB
+// (default 4096; "4096,64" gives each its own): allocations past that fail
+// with cudaErrorMemoryAllocation, as a full GPU's do.
+//
+// Streams (DN_EMU_STREAMS): unset or "issue", every copy, memset, kernel and
+// GEMM runs when issued, in issue order.  "late": each waits in its
+// stream's queue until something CUDA promises needs it done (a
+// synchronisation of its stream, its device or an event recorded after it;
+// a stream waiting on such an event running; a copy into pageable host
+// memory; a legacy-stream operation ordered after a blocking stream's;
+// cudaFree, cudaFreeHost, cudaMemcpyPeer), so a missing wait reads what the
+// other stream has not written yet.  "late-except-newest": the same, but
+// the newest stream of each device runs its work at once, ahead of the older
+// streams' queued work, so a copy stream overwriting what the compute stream
+// has yet to read shows.  Host memory that cudaHostAlloc gave is read and
+// written by a queued copy when it runs; pageable memory is read when the
+// copy is issued, as CUDA stages it.
 #ifndef DN_EMU_CUDA_RUNTIME_H
 #define DN_EMU_CUDA_RUNTIME_H
 
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
+#include <deque>
+#include <functional>
 #include <map>
+#include <mutex>
+#include <utility>
+#include <vector>
 
 #include "cuda_emu.hpp"
 
@@ -29,8 +46,25 @@ typedef enum {
     cudaMemcpyDeviceToDevice,
     cudaMemcpyDefault
 } cudaMemcpyKind;
-struct dn_emu_stream { int device; };
-struct dn_emu_event { int device; };
+struct dn_emu_stream;
+// queued work: what it runs, and how far other streams must have run first
+struct dn_emu_op {
+    std::function<void()> run;
+    std::vector<std::pair<dn_emu_stream *, uint64_t>> after;
+};
+struct dn_emu_stream {
+    int device;
+    bool blocking;  // synchronises with the legacy default stream (cudaStreamCreate without NonBlocking)
+    bool legacy;    // a device's legacy default stream (stream 0)
+    bool live;
+    uint64_t issued, done;  // operations issued to it, and run
+    std::deque<dn_emu_op> pending;
+};
+struct dn_emu_event {
+    int device;
+    dn_emu_stream *stream;  // where it was last recorded, and how far that stream had been issued
+    uint64_t issued;
+};
 typedef dn_emu_stream *cudaStream_t;
 typedef dn_emu_event *cudaEvent_t;
 #define cudaStreamNonBlocking 1u
@@ -58,6 +92,7 @@ inline thread_local int dn_emu_device = 0;
 // what went between host and devices, for dn_emu_traffic (emu_traffic.cpp)
 struct dn_emu_counters {
     std::atomic<size_t> host_to_device{0}, device_to_host{0}, device_to_device{0}, launches{0};
+    std::atomic<size_t> collectives{0};  // NCCL all-reduces run (emu_runtime/nccl.h)
 };
 inline dn_emu_counters dn_emu_traffic_counters;
 inline thread_local cudaError_t dn_emu_last_error = cudaSuccess;
@@ -137,6 +172,121 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device)
     prop->multiProcessorCount = 1;
     return cudaSuccess;
 }
+// ---- streams ------------------------------------------------------------------------------
+
+enum dn_emu_stream_mode { DN_EMU_AT_ISSUE, DN_EMU_LATE, DN_EMU_LATE_EXCEPT_NEWEST };
+inline dn_emu_stream_mode dn_emu_streams()
+{
+    static const dn_emu_stream_mode mode = [] {
+        const char *v = getenv("DN_EMU_STREAMS");
+        if (!v || !*v || !strcmp(v, "issue")) return DN_EMU_AT_ISSUE;
+        if (!strcmp(v, "late")) return DN_EMU_LATE;
+        if (!strcmp(v, "late-except-newest")) return DN_EMU_LATE_EXCEPT_NEWEST;
+        fprintf(stderr, "cuda_emu: DN_EMU_STREAMS=%s: expected issue, late or late-except-newest\n", v);
+        abort();
+    }();
+    return mode;
+}
+
+struct dn_emu_scheduler {
+    std::recursive_mutex lock;  // queues, and the work they run (one host thread at a time)
+    std::vector<dn_emu_stream *> streams;  // live streams, oldest first (legacy ones included)
+    dn_emu_stream *legacy[64] = {};
+};
+inline dn_emu_scheduler &dn_emu_scheduler_state()
+{
+    static dn_emu_scheduler scheduler;
+    return scheduler;
+}
+
+inline dn_emu_stream *dn_emu_new_stream(int device, bool blocking, bool legacy)
+{
+    dn_emu_stream *s = new dn_emu_stream{device, blocking, legacy, true, 0, 0, {}};
+    dn_emu_scheduler_state().streams.push_back(s);
+    return s;
+}
+// stream 0: the current device's legacy default stream
+inline dn_emu_stream *dn_emu_resolve(cudaStream_t s)
+{
+    if (s) return s;
+    dn_emu_scheduler &sched = dn_emu_scheduler_state();
+    if (!sched.legacy[dn_emu_device]) sched.legacy[dn_emu_device] = dn_emu_new_stream(dn_emu_device, true, true);
+    return sched.legacy[dn_emu_device];
+}
+
+// runs s's queued work until `upto` operations have run, each after what it waits for
+inline void dn_emu_run_until(dn_emu_stream *s, uint64_t upto)
+{
+    while (s->done < upto) {
+        dn_emu_op op = std::move(s->pending.front());
+        s->pending.pop_front();
+        for (const auto &[other, issued] : op.after) dn_emu_run_until(other, issued);
+        if (op.run) op.run();
+        s->done++;
+    }
+}
+inline void dn_emu_finish(dn_emu_stream *s) { dn_emu_run_until(s, s->issued); }
+
+// every stream of `device` to the end, the oldest first
+inline void dn_emu_finish_device(int device)
+{
+    dn_emu_scheduler &sched = dn_emu_scheduler_state();
+    std::lock_guard<std::recursive_mutex> guard(sched.lock);
+    std::vector<dn_emu_stream *> order;
+    for (dn_emu_stream *s : sched.streams)
+        if (s->device == device) order.push_back(s);
+    for (dn_emu_stream *s : order) dn_emu_finish(s);
+}
+
+inline bool dn_emu_newest_of_device(const dn_emu_stream *s)
+{
+    dn_emu_scheduler &sched = dn_emu_scheduler_state();
+    for (auto it = sched.streams.rbegin(); it != sched.streams.rend(); ++it)
+        if ((*it)->device == s->device && !(*it)->legacy) return *it == s;
+    return false;
+}
+
+// `run` as the next operation of stream s: at once where DN_EMU_STREAMS is
+// unset, else queued behind what CUDA orders it after
+inline void dn_emu_enqueue(cudaStream_t stream, std::function<void()> run)
+{
+    if (dn_emu_streams() == DN_EMU_AT_ISSUE) {
+        run();
+        return;
+    }
+    dn_emu_scheduler &sched = dn_emu_scheduler_state();
+    std::lock_guard<std::recursive_mutex> guard(sched.lock);
+    dn_emu_stream *s = dn_emu_resolve(stream);
+    dn_emu_op op{std::move(run), {}};
+    // the legacy stream and the blocking streams of its device wait for each other's earlier work
+    if (s->legacy) {
+        for (dn_emu_stream *other : sched.streams)
+            if (other->device == s->device && other->blocking && other != s && other->issued > other->done)
+                op.after.push_back({other, other->issued});
+    } else if (s->blocking) {
+        dn_emu_stream *legacy = sched.legacy[s->device];
+        if (legacy && legacy->issued > legacy->done) op.after.push_back({legacy, legacy->issued});
+    }
+    s->pending.push_back(std::move(op));
+    s->issued++;
+    if (dn_emu_streams() == DN_EMU_LATE_EXCEPT_NEWEST && dn_emu_newest_of_device(s)) dn_emu_finish(s);
+}
+// stream s to the end (cudaStreamSynchronize)
+inline void dn_emu_finish_stream(cudaStream_t stream)
+{
+    if (dn_emu_streams() == DN_EMU_AT_ISSUE) return;
+    dn_emu_scheduler &sched = dn_emu_scheduler_state();
+    std::lock_guard<std::recursive_mutex> guard(sched.lock);
+    dn_emu_finish(dn_emu_resolve(stream));
+}
+inline void dn_emu_finish_all_devices()
+{
+    if (dn_emu_streams() == DN_EMU_AT_ISSUE) return;
+    for (int d = 0; d < dn_emu_gpus(); d++) dn_emu_finish_device(d);
+}
+
+// ---- memory -------------------------------------------------------------------------------
+
 inline cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total)
 {
     dn_emu_memory &m = dn_emu_memory_state();
@@ -158,9 +308,8 @@ inline cudaError_t cudaMalloc(void **p, size_t bytes)
     m.used[dn_emu_device] += bytes;
     return cudaSuccess;
 }
-inline cudaError_t cudaFree(void *p)
+inline cudaError_t dn_emu_release(void *p)
 {
-    if (!p) return cudaSuccess;
     dn_emu_memory &m = dn_emu_memory_state();
     std::lock_guard<std::mutex> guard(m.lock);
     auto it = m.blocks.find((const char *)p);
@@ -170,15 +319,76 @@ inline cudaError_t cudaFree(void *p)
     free(p);
     return cudaSuccess;
 }
+inline int dn_emu_device_of(const void *p)
+{
+    dn_emu_memory &m = dn_emu_memory_state();
+    std::lock_guard<std::mutex> guard(m.lock);
+    auto it = m.blocks.find((const char *)p);
+    return it == m.blocks.end() ? -1 : it->second.first;
+}
+// cudaFree waits for the device's work (as the driver does) before it frees
+inline cudaError_t cudaFree(void *p)
+{
+    if (!p) return cudaSuccess;
+    int device = dn_emu_device_of(p);
+    if (device < 0) return dn_emu_fail(cudaErrorInvalidValue);
+    if (dn_emu_streams() != DN_EMU_AT_ISSUE) dn_emu_finish_device(device);
+    return dn_emu_release(p);
+}
+// stream-ordered: usable by the stream's later work; freed when the stream gets there
 inline cudaError_t cudaMallocAsync(void **p, size_t bytes, cudaStream_t) { return cudaMalloc(p, bytes); }
-inline cudaError_t cudaFreeAsync(void *p, cudaStream_t) { return cudaFree(p); }
+inline cudaError_t cudaFreeAsync(void *p, cudaStream_t stream)
+{
+    if (!p) return cudaSuccess;
+    if (dn_emu_device_of(p) < 0) return dn_emu_fail(cudaErrorInvalidValue);
+    dn_emu_enqueue(stream, [p] { dn_emu_release(p); });
+    return cudaSuccess;
+}
+
+// page-locked host memory: queued copies read and write it when they run
+struct dn_emu_pinned_blocks {
+    std::mutex lock;
+    std::map<const char *, size_t> blocks;
+};
+inline dn_emu_pinned_blocks &dn_emu_pinned_state()
+{
+    static dn_emu_pinned_blocks pinned;
+    return pinned;
+}
+// whether [p, p + bytes) lies in one block of `blocks` (start -> what block_bytes reads the size from)
+template <typename Blocks, typename Size>
+inline bool dn_emu_within(const Blocks &blocks, const void *p, size_t bytes, Size block_bytes)
+{
+    auto it = blocks.upper_bound((const char *)p);
+    if (it == blocks.begin()) return false;
+    --it;
+    return (const char *)p + bytes <= it->first + block_bytes(it->second);
+}
+inline bool dn_emu_pinned(const void *p, size_t bytes)
+{
+    dn_emu_pinned_blocks &m = dn_emu_pinned_state();
+    std::lock_guard<std::mutex> guard(m.lock);
+    return dn_emu_within(m.blocks, p, bytes, [](size_t size) { return size; });
+}
 inline cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned)
 {
     *p = malloc(bytes ? bytes : 1);
-    return *p ? cudaSuccess : dn_emu_fail(cudaErrorMemoryAllocation);
+    if (!*p) return dn_emu_fail(cudaErrorMemoryAllocation);
+    dn_emu_pinned_blocks &m = dn_emu_pinned_state();
+    std::lock_guard<std::mutex> guard(m.lock);
+    m.blocks[(const char *)*p] = bytes ? bytes : 1;
+    return cudaSuccess;
 }
+// waits for every device's work (a queued copy may still read the block)
 inline cudaError_t cudaFreeHost(void *p)
 {
+    if (!p) return cudaSuccess;
+    dn_emu_finish_all_devices();
+    dn_emu_pinned_blocks &m = dn_emu_pinned_state();
+    {
+        std::lock_guard<std::mutex> guard(m.lock);
+        if (!m.blocks.erase((const char *)p)) return dn_emu_fail(cudaErrorInvalidValue);
+    }
     free(p);
     return cudaSuccess;
 }
@@ -187,14 +397,17 @@ inline bool dn_emu_on_device(const void *p, size_t bytes)
 {
     dn_emu_memory &m = dn_emu_memory_state();
     std::lock_guard<std::mutex> guard(m.lock);
-    auto it = m.blocks.upper_bound((const char *)p);
-    if (it == m.blocks.begin()) return false;
-    --it;
-    return (const char *)p + bytes <= it->first + it->second.second;
+    return dn_emu_within(m.blocks, p, bytes, [](const std::pair<int, size_t> &block) { return block.second; });
 }
-// a copy whose pointers are not where its kind says fails, as cuda-memcheck
-// would report it (a host pointer given as device memory reads garbage on a GPU)
-inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t)
+
+// ---- copies -------------------------------------------------------------------------------
+
+// A copy whose pointers are not where its kind says fails, as cuda-memcheck
+// would report it (a host pointer given as device memory reads garbage on a
+// GPU).  Pageable host memory is read when the copy is issued (CUDA stages
+// it) and written before the call returns (a copy into it waits for the
+// stream); page-locked memory is read and written when the copy runs.
+inline cudaError_t dn_emu_copy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream)
 {
     if (!bytes) return cudaSuccess;
     bool dst_device = dn_emu_on_device(dst, bytes), src_device = dn_emu_on_device(src, bytes);
@@ -205,52 +418,103 @@ inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cud
     if (!ok) return dn_emu_fail(cudaErrorInvalidValue);
     (dst_device ? src_device ? dn_emu_traffic_counters.device_to_device : dn_emu_traffic_counters.host_to_device
                 : dn_emu_traffic_counters.device_to_host) += src_device || dst_device ? bytes : 0;
+    if (!src_device && !dn_emu_pinned(src, bytes)) {
+        std::shared_ptr<std::vector<char>> staged(new std::vector<char>((const char *)src, (const char *)src + bytes));
+        dn_emu_enqueue(stream, [dst, staged] { memcpy(dst, staged->data(), staged->size()); });
+    } else {
+        dn_emu_enqueue(stream, [dst, src, bytes] { memmove(dst, src, bytes); });
+    }
+    if (!dst_device && !dn_emu_pinned(dst, bytes)) dn_emu_finish_stream(stream);
+    return cudaSuccess;
+}
+inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream)
+{
+    return dn_emu_copy(dst, src, bytes, kind, stream);
+}
+// on the legacy stream; returns once done unless both sides are device memory
+inline cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
+{
+    cudaError_t e = dn_emu_copy(dst, src, bytes, kind, nullptr);
+    if (e == cudaSuccess && bytes && !(dn_emu_on_device(dst, bytes) && dn_emu_on_device(src, bytes)))
+        dn_emu_finish_stream(nullptr);
+    return e;
+}
+// ordered after all earlier work of both devices (and before all later work)
+inline cudaError_t cudaMemcpyPeer(void *dst, int dst_device, const void *src, int src_device, size_t bytes)
+{
+    if (dn_emu_streams() != DN_EMU_AT_ISSUE) {
+        dn_emu_finish_device(dst_device);
+        dn_emu_finish_device(src_device);
+    }
+    if (!bytes) return cudaSuccess;
+    if (!dn_emu_on_device(dst, bytes) || !dn_emu_on_device(src, bytes)) return dn_emu_fail(cudaErrorInvalidValue);
+    dn_emu_traffic_counters.device_to_device += bytes;
     memmove(dst, src, bytes);
     return cudaSuccess;
 }
-inline cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
-{
-    return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
-}
-inline cudaError_t cudaMemcpyPeer(void *dst, int, const void *src, int, size_t bytes)
-{
-    return cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, nullptr);
-}
 inline cudaError_t cudaMemcpy2DAsync(void *dst, size_t dst_pitch, const void *src, size_t src_pitch, size_t width,
-                                     size_t height, cudaMemcpyKind kind, cudaStream_t)
+                                     size_t height, cudaMemcpyKind kind, cudaStream_t stream)
 {
-    if (width > dst_pitch || width > src_pitch) return dn_emu_fail(cudaErrorInvalidValue);
-    if (height && kind == cudaMemcpyDeviceToDevice &&
-        !(dn_emu_on_device(dst, (height - 1) * dst_pitch + width) && dn_emu_on_device(src, (height - 1) * src_pitch + width)))
+    if (width > dst_pitch || width > src_pitch || kind != cudaMemcpyDeviceToDevice) return dn_emu_fail(cudaErrorInvalidValue);
+    if (!height) return cudaSuccess;
+    if (!(dn_emu_on_device(dst, (height - 1) * dst_pitch + width) && dn_emu_on_device(src, (height - 1) * src_pitch + width)))
         return dn_emu_fail(cudaErrorInvalidValue);
-    if (kind == cudaMemcpyDeviceToDevice) dn_emu_traffic_counters.device_to_device += height * width;
-    for (size_t row = 0; row < height; row++)
-        memmove((char *)dst + row * dst_pitch, (const char *)src + row * src_pitch, width);
+    dn_emu_traffic_counters.device_to_device += height * width;
+    dn_emu_enqueue(stream, [=] {
+        for (size_t row = 0; row < height; row++)
+            memmove((char *)dst + row * dst_pitch, (const char *)src + row * src_pitch, width);
+    });
     return cudaSuccess;
 }
-inline cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t)
+inline cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t stream)
 {
     if (bytes && !dn_emu_on_device(p, bytes)) return dn_emu_fail(cudaErrorInvalidValue);
-    memset(p, value, bytes);
+    dn_emu_enqueue(stream, [=] { memset(p, value, bytes); });
     return cudaSuccess;
 }
+// on the legacy stream, asynchronous to the host
 inline cudaError_t cudaMemset(void *p, int value, size_t bytes) { return cudaMemsetAsync(p, value, bytes, nullptr); }
-inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned)
+
+// ---- streams and events -------------------------------------------------------------------
+
+inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
 {
-    *s = new dn_emu_stream{dn_emu_device};
+    dn_emu_scheduler &sched = dn_emu_scheduler_state();
+    std::lock_guard<std::recursive_mutex> guard(sched.lock);
+    *s = dn_emu_new_stream(dn_emu_device, !(flags & cudaStreamNonBlocking), false);
     return cudaSuccess;
 }
 inline cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, 0); }
+// its queued work still runs (as CUDA finishes it); the stream object stays
+// for events recorded on it
 inline cudaError_t cudaStreamDestroy(cudaStream_t s)
 {
-    delete s;
+    if (!s) return dn_emu_fail(cudaErrorInvalidValue);
+    dn_emu_scheduler &sched = dn_emu_scheduler_state();
+    std::lock_guard<std::recursive_mutex> guard(sched.lock);
+    if (!s->live) return dn_emu_fail(cudaErrorInvalidValue);
+    dn_emu_finish(s);
+    s->live = false;
+    for (auto it = sched.streams.begin(); it != sched.streams.end(); ++it)
+        if (*it == s) {
+            sched.streams.erase(it);
+            break;
+        }
     return cudaSuccess;
 }
-inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+inline cudaError_t cudaStreamSynchronize(cudaStream_t s)
+{
+    dn_emu_finish_stream(s);
+    return cudaSuccess;
+}
+inline cudaError_t cudaDeviceSynchronize()
+{
+    if (dn_emu_streams() != DN_EMU_AT_ISSUE) dn_emu_finish_device(dn_emu_device);
+    return cudaSuccess;
+}
 inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned)
 {
-    *e = new dn_emu_event{dn_emu_device};
+    *e = new dn_emu_event{dn_emu_device, nullptr, 0};
     return cudaSuccess;
 }
 inline cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
@@ -259,11 +523,29 @@ inline cudaError_t cudaEventDestroy(cudaEvent_t e)
     delete e;
     return cudaSuccess;
 }
+// the event stands for the work issued to s so far
 inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
 {
-    return s && e->device != s->device ? dn_emu_fail(cudaErrorInvalidValue) : cudaSuccess;  // CUDA refuses that
+    if (s && e->device != s->device) return dn_emu_fail(cudaErrorInvalidValue);  // CUDA refuses that
+    dn_emu_scheduler &sched = dn_emu_scheduler_state();
+    std::lock_guard<std::recursive_mutex> guard(sched.lock);
+    e->stream = dn_emu_resolve(s);
+    e->issued = e->stream->issued;
+    return cudaSuccess;
 }
-inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
+// s's later work waits for the work the event stood for when this was called
+inline cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned)
+{
+    if (!e) return dn_emu_fail(cudaErrorInvalidValue);
+    if (dn_emu_streams() == DN_EMU_AT_ISSUE || !e->stream) return cudaSuccess;
+    dn_emu_scheduler &sched = dn_emu_scheduler_state();
+    std::lock_guard<std::recursive_mutex> guard(sched.lock);
+    dn_emu_stream *waiter = dn_emu_resolve(s);
+    waiter->pending.push_back({nullptr, {{e->stream, e->issued}}});
+    waiter->issued++;
+    if (dn_emu_streams() == DN_EMU_LATE_EXCEPT_NEWEST && dn_emu_newest_of_device(waiter)) dn_emu_finish(waiter);
+    return cudaSuccess;
+}
 
 // the kernels' device-side helpers
 inline float atomicAdd(float *address, float value)

@@ -191,8 +191,8 @@ WORKSPACE_SIZE(cudnnGetConvolutionBackwardFilterWorkspaceSize, cudnnTensorDescri
 
 // An algorithm runs with the workspace it asked for, and uses it; algorithm
 // 2's tensor-op math is refused (the engine asks for FP32 FMA).  With
-// DN_EMU_CUDNN_LOG set, each run appends "DIRECTION algo=A" to that file.
-static bool take_workspace(const char *direction, const shape &s, int algo, void *workspace, size_t bytes)
+// DN_EMU_CUDNN_LOG set, each call appends "DIRECTION algo=A" to that file.
+static bool workspace_fits(const char *direction, const shape &s, int algo, void *workspace, size_t bytes)
 {
     if (const char *log = getenv("DN_EMU_CUDNN_LOG")) {
         if (FILE *f = fopen(log, "a")) {
@@ -201,9 +201,11 @@ static bool take_workspace(const char *direction, const shape &s, int algo, void
         }
     }
     size_t needed = algo_bytes(s, algo);
-    if (algo < 0 || algo > 1 || bytes < needed || (needed && !workspace)) return false;
-    if (needed) memset(workspace, 0x7F, needed);
-    return true;
+    return algo >= 0 && algo <= 1 && bytes >= needed && (!needed || workspace);
+}
+static void scribble(const shape &s, int algo, void *workspace)
+{
+    if (size_t needed = algo_bytes(s, algo)) memset(workspace, 0x7F, needed);
 }
 
 // the im2col columns of group g of image b of x
@@ -213,68 +215,86 @@ static void columns_of(const shape &s, const float *x, int b, int g, float *col)
     dn_im2col(NULL, image, s.group_in(), s.in_h, s.in_w, s.size, s.stride, s.pad, col);
 }
 
+// the arithmetic, run when the handle's stream gets to it
+static void forward(const shape &s, float alpha, const void *x, const void *w, float beta, void *y);
+static void backward_filter(const shape &s, float alpha, const void *x, const void *dy, float scale, void *dw);
+static void backward_data(const shape &s, float a, const void *w, const void *dy, float scale, void *dx);
+
 // y = alpha * conv(x, w) + beta * y (y not read where beta is 0)
-cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t, const void *alpha, cudnnTensorDescriptor_t xd, const void *x,
+cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void *alpha, cudnnTensorDescriptor_t xd, const void *x,
                                       cudnnFilterDescriptor_t wd, const void *w, cudnnConvolutionDescriptor_t conv,
                                       cudnnConvolutionFwdAlgo_t algo, void *workspace, size_t workspace_bytes,
                                       const void *beta, cudnnTensorDescriptor_t yd, void *y)
 {
     shape s;
-    if (!shape_of(xd, wd, conv, yd, &s) || !take_workspace("forward", s, algo, workspace, workspace_bytes))
+    if (!shape_of(xd, wd, conv, yd, &s) || !workspace_fits("forward", s, algo, workspace, workspace_bytes))
         return CUDNN_STATUS_NOT_SUPPORTED;
+    float a = *(const float *)alpha, b = *(const float *)beta;
+    dn_emu_enqueue(handle->stream, [=] { scribble(s, algo, workspace); forward(s, a, x, w, b, y); });
+    return CUDNN_STATUS_SUCCESS;
+}
+static void forward(const shape &s, float alpha, const void *x, const void *w, float beta, void *y)
+{
     std::vector<float> col(s.kernel_len() * s.pixels());
     for (int b = 0; b < s.batch; b++)
         for (int g = 0; g < s.groups; g++) {
             columns_of(s, (const float *)x, b, g, col.data());
             float *out = (float *)y + ((size_t)b * s.filters + (size_t)g * s.group_filters()) * s.pixels();
             const float *weights = (const float *)w + (size_t)g * s.group_filters() * s.kernel_len();
-            dn_gemm(NULL, 0, 0, s.group_filters(), (int)s.pixels(), (int)s.kernel_len(), *(const float *)alpha,
-                    weights, (int)s.kernel_len(), col.data(), (int)s.pixels(), *(const float *)beta, out,
-                    (int)s.pixels());
+            dn_gemm(NULL, 0, 0, s.group_filters(), (int)s.pixels(), (int)s.kernel_len(), alpha, weights,
+                    (int)s.kernel_len(), col.data(), (int)s.pixels(), beta, out, (int)s.pixels());
         }
-    return CUDNN_STATUS_SUCCESS;
 }
 
 // dw = alpha * sum over images of dy x columns^T + beta * dw
-cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t, const void *alpha, cudnnTensorDescriptor_t xd,
+cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void *alpha, cudnnTensorDescriptor_t xd,
                                              const void *x, cudnnTensorDescriptor_t dyd, const void *dy,
                                              cudnnConvolutionDescriptor_t conv, cudnnConvolutionBwdFilterAlgo_t algo,
                                              void *workspace, size_t workspace_bytes, const void *beta,
                                              cudnnFilterDescriptor_t dwd, void *dw)
 {
     shape s;
-    if (!shape_of(xd, dwd, conv, dyd, &s) || !take_workspace("filter", s, algo, workspace, workspace_bytes))
+    if (!shape_of(xd, dwd, conv, dyd, &s) || !workspace_fits("filter", s, algo, workspace, workspace_bytes))
         return CUDNN_STATUS_NOT_SUPPORTED;
+    float a = *(const float *)alpha, b = *(const float *)beta;
+    dn_emu_enqueue(handle->stream, [=] { scribble(s, algo, workspace); backward_filter(s, a, x, dy, b, dw); });
+    return CUDNN_STATUS_SUCCESS;
+}
+static void backward_filter(const shape &s, float alpha, const void *x, const void *dy, float scale, void *dw)
+{
     std::vector<float> col(s.kernel_len() * s.pixels());
     float *grads = (float *)dw;
     size_t n_grads = (size_t)s.filters * s.kernel_len();
-    float scale = *(const float *)beta;
     for (size_t i = 0; i < n_grads; i++) grads[i] = scale == 0.f ? 0.f : grads[i] * scale;
     for (int b = 0; b < s.batch; b++)
         for (int g = 0; g < s.groups; g++) {
             columns_of(s, (const float *)x, b, g, col.data());
             const float *delta = (const float *)dy + ((size_t)b * s.filters + (size_t)g * s.group_filters()) * s.pixels();
-            dn_gemm(NULL, 0, 1, s.group_filters(), (int)s.kernel_len(), (int)s.pixels(), *(const float *)alpha, delta,
+            dn_gemm(NULL, 0, 1, s.group_filters(), (int)s.kernel_len(), (int)s.pixels(), alpha, delta,
                     (int)s.pixels(), col.data(), (int)s.pixels(), 1.f, grads + (size_t)g * s.group_filters() * s.kernel_len(),
                     (int)s.kernel_len());
         }
-    return CUDNN_STATUS_SUCCESS;
 }
 
 // dx = alpha * col2im(w^T x dy) + beta * dx
-cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t, const void *alpha, cudnnFilterDescriptor_t wd,
+cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void *alpha, cudnnFilterDescriptor_t wd,
                                            const void *w, cudnnTensorDescriptor_t dyd, const void *dy,
                                            cudnnConvolutionDescriptor_t conv, cudnnConvolutionBwdDataAlgo_t algo,
                                            void *workspace, size_t workspace_bytes, const void *beta,
                                            cudnnTensorDescriptor_t dxd, void *dx)
 {
     shape s;
-    if (!shape_of(dxd, wd, conv, dyd, &s) || !take_workspace("data", s, algo, workspace, workspace_bytes))
+    if (!shape_of(dxd, wd, conv, dyd, &s) || !workspace_fits("data", s, algo, workspace, workspace_bytes))
         return CUDNN_STATUS_NOT_SUPPORTED;
+    float a = *(const float *)alpha, b = *(const float *)beta;
+    dn_emu_enqueue(handle->stream, [=] { scribble(s, algo, workspace); backward_data(s, a, w, dy, b, dx); });
+    return CUDNN_STATUS_SUCCESS;
+}
+static void backward_data(const shape &s, float a, const void *w, const void *dy, float scale, void *dx)
+{
     std::vector<float> col(s.kernel_len() * s.pixels());
     size_t image_floats = (size_t)s.in_c * s.in_h * s.in_w;
     std::vector<float> image(image_floats);
-    float a = *(const float *)alpha, scale = *(const float *)beta;
     for (int b = 0; b < s.batch; b++) {
         std::fill(image.begin(), image.end(), 0.f);
         for (int g = 0; g < s.groups; g++) {
@@ -288,5 +308,4 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t, const void *alpha, cud
         float *out = (float *)dx + (size_t)b * image_floats;
         for (size_t i = 0; i < image_floats; i++) out[i] = a * image[i] + (scale == 0.f ? 0.f : scale * out[i]);
     }
-    return CUDNN_STATUS_SUCCESS;
 }

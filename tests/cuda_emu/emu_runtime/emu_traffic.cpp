@@ -1,7 +1,7 @@
 // The emulated CUDA build's count of copies and launches since the process
 // started, for tests (ctypes): bytes host -> device, device -> host, device
 // -> device (a device's pinned host buffers count as host), kernel launches;
-// and the device memory in use.
+// the NCCL collectives run; and the device memory in use.
 #include "cuda_runtime.h"
 
 extern "C" __attribute__((visibility("default"))) void dn_emu_traffic(unsigned long long out[4])
@@ -20,4 +20,10 @@ extern "C" __attribute__((visibility("default"))) void dn_emu_device_memory(unsi
     out[0] = 0;
     for (const auto &block : m.blocks) out[0] += block.second.second;
     out[1] = m.blocks.size();
+}
+
+// NCCL collectives run (one per group of ranks; 0 in a build without NCCL)
+extern "C" __attribute__((visibility("default"))) unsigned long long dn_emu_collectives(void)
+{
+    return dn_emu_traffic_counters.collectives;
 }
