@@ -107,13 +107,16 @@ def test_gpu_checks_pass_on_the_emulated_cuda_path(emulated_package: Path, strea
     issued, as late as CUDA allows (a missing wait before reading what
     another stream writes shows), and with the newest stream (the copy
     stream) running at once ahead of the others' queued work (one writing
-    what another has yet to read shows)."""
-    checks = run_emulated(emulated_package, """
+    what another has yet to read shows; only training makes a copy stream,
+    so the forward checks are left out there: with one stream they would
+    run as at issue)."""
+    training_only = streams == "late-except-newest"
+    checks = run_emulated(emulated_package, f"""
         import json, checks
-        print(json.dumps([c.__dict__ for c in checks.run_all(with_timings=False)]))
+        print(json.dumps([c.__dict__ for c in checks.run_all(with_timings=False, training_only={training_only})]))
     """, DN_EMU_STREAMS=streams)
     names = [c["name"] for c in checks]
-    assert len(checks) == 3 + 1 + 4 * 4 + 5 + 3, names
+    assert len(checks) == (0 if training_only else 3 + 1) + 4 * 4 + 5 + 3, names
     failed = [c for c in checks if not c["passed"]]
     assert not failed, failed
     # the CUDA path really ran: its sums go in other orders than the CPU's
