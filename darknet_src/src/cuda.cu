@@ -73,6 +73,17 @@ static dn_status take_recorded(dn_gpu *gpu)
     return DN_FAIL(st, "%s", gpu->error_message);
 }
 
+// The stream's queue run out, then the first failure recorded in it or the
+// synchronisation's own: also after a failure, nothing issued is left
+// running (it may read the caller's memory, or the next pass's buffers).
+static dn_status drain(dn_gpu *gpu)
+{
+    cudaError_t synced = cudaStreamSynchronize(gpu->stream);
+    DN_TRY(take_recorded(gpu));
+    if (synced != cudaSuccess) return dn_cuda_fail(synced, "cudaStreamSynchronize", __FILE__, __LINE__);
+    return DN_OK;
+}
+
 static dn_status use_device(const dn_gpu *gpu)
 {
     CUDA_TRY(cudaSetDevice(gpu->device));
@@ -473,9 +484,7 @@ static dn_status run_forward(dn_network *net, int train, const float *truth)
         ops->forward(l, &ctx);
         gctx.input = l->gpu.output;
     }
-    DN_TRY(take_recorded(gpu));
-    CUDA_TRY(cudaStreamSynchronize(gpu->stream));
-    return DN_OK;
+    return drain(gpu);
 }
 
 /* what the host reads after an inference forward: the output layer and the
@@ -492,7 +501,8 @@ static dn_status pull_results(dn_network *net)
 
 // This pass's input into net->input_gpu: the spare buffer swapped in where the
 // previous pass prefetched it (the compute stream waits for that upload), else
-// uploaded now.  The compute stream is idle here: every pass ends synchronized.
+// uploaded now.  The compute stream is idle here: every pass ends with its
+// queue drained, failed or not.
 static dn_status place_input(dn_network *net, const float *input)
 {
     dn_gpu *gpu = net->gpu;
@@ -593,9 +603,7 @@ extern "C" dn_status dn_cuda_backward(dn_network *net)
         gctx.input_delta = i ? net->layers[i - 1].gpu.delta : net->input_delta_gpu;
         ops->backward(l, &ctx);
     }
-    DN_TRY(take_recorded(gpu));
-    CUDA_TRY(cudaStreamSynchronize(gpu->stream));
-    return DN_OK;
+    return drain(gpu);
 }
 
 extern "C" dn_status dn_cuda_update(dn_network *net, const dn_update_args *a, int *params_finite)
@@ -615,7 +623,7 @@ extern "C" dn_status dn_cuda_update(dn_network *net, const dn_update_args *a, in
         dn_sgd_gpu(gpu, l->gpu.weights, l->gpu.weight_grads, l->gpu.weight_velocity, l->n_weights,
                    lr_over_batch, a->momentum, a->decay * a->batch);
     }
-    DN_TRY(take_recorded(gpu));
+    DN_TRY(drain(gpu));
     *params_finite = dn_all_finite_gpu(gpu, net->params_gpu, net->n_params);
     DN_TRY(take_recorded(gpu));
     return DN_OK;
@@ -671,49 +679,59 @@ __global__ void resize_columns_kernel(const float *part, int height, int new_w, 
     }
 }
 
+// One frame's pixels up and resized (letterboxed) into image f of the
+// network input, on the stream; its scratch freed in stream order.
+static dn_status upload_frame(dn_network *net, const dn_frame *frame, int f, dn_resize_mode mode)
+{
+    dn_gpu *gpu = net->gpu;
+    int new_w = net->w, new_h = net->h, dx = 0, dy = 0;
+    if (mode == DN_RESIZE_LETTERBOX) {
+        dn_letterbox_size(frame->width, frame->height, net->w, net->h, &new_w, &new_h);
+        dx = (net->w - new_w) / 2;
+        dy = (net->h - new_h) / 2;
+    }
+    size_t frame_bytes = (size_t)frame->row_stride * (frame->height - 1) + (size_t)frame->width * 3;
+    unsigned char *pixels = NULL;
+    float *part = NULL;
+    CUDA_TRY(cudaMallocAsync((void **)&pixels, frame_bytes, gpu->stream));
+    cudaError_t e = cudaMallocAsync((void **)&part, (size_t)3 * frame->height * new_w * sizeof(float), gpu->stream);
+    if (e != cudaSuccess) {
+        cudaFreeAsync(pixels, gpu->stream);
+        return dn_cuda_fail(e, "cudaMallocAsync", __FILE__, __LINE__);
+    }
+    GPU_CHECK(gpu, cudaMemcpyAsync(pixels, frame->data, frame_bytes, cudaMemcpyHostToDevice, gpu->stream));
+    float *canvas = net->input_gpu + (size_t)f * net->inputs;
+    if (mode == DN_RESIZE_LETTERBOX) dn_fill_gpu(gpu, canvas, (size_t)net->inputs, .5f);
+    float w_scale = new_w > 1 ? (float)(frame->width - 1) / (new_w - 1) : 0.f;
+    float h_scale = new_h > 1 ? (float)(frame->height - 1) / (new_h - 1) : 0.f;
+    size_t rows = (size_t)3 * frame->height * new_w, cols = (size_t)3 * new_h * new_w;
+    resize_rows_kernel<<<dn_blocks(rows), 256, 0, gpu->stream>>>(pixels, frame->width, frame->height,
+                                                                 frame->row_stride, new_w, w_scale, part);
+    GPU_LAUNCHED(gpu);
+    resize_columns_kernel<<<dn_blocks(cols), 256, 0, gpu->stream>>>(part, frame->height, new_w, new_h,
+                                                                    h_scale, canvas, net->w, net->h, dx, dy);
+    GPU_LAUNCHED(gpu);
+    GPU_CHECK(gpu, cudaFreeAsync(pixels, gpu->stream));
+    GPU_CHECK(gpu, cudaFreeAsync(part, gpu->stream));
+    return DN_OK;
+}
+
 extern "C" dn_status dn_cuda_frames_to_input(dn_network *net, const dn_frame *frames, int n_frames,
                                              dn_resize_mode mode)
 {
     dn_gpu *gpu = net->gpu;
     DN_TRY(use_device(gpu));
     gpu->error = DN_OK;
-    for (int f = 0; f < n_frames; f++) {
-        const dn_frame *frame = &frames[f];
-        int new_w = net->w, new_h = net->h, dx = 0, dy = 0;
-        if (mode == DN_RESIZE_LETTERBOX) {
-            dn_letterbox_size(frame->width, frame->height, net->w, net->h, &new_w, &new_h);
-            if (new_w < 1 || new_h < 1)
-                return DN_FAIL(DN_ERR_IMAGE, "frame %d: too thin to letterbox", f);
-            dx = (net->w - new_w) / 2;
-            dy = (net->h - new_h) / 2;
-        }
-        size_t frame_bytes = (size_t)frame->row_stride * (frame->height - 1) + (size_t)frame->width * 3;
-        unsigned char *pixels = NULL;
-        float *part = NULL;
-        CUDA_TRY(cudaMallocAsync((void **)&pixels, frame_bytes, gpu->stream));
-        cudaError_t e = cudaMallocAsync((void **)&part, (size_t)3 * frame->height * new_w * sizeof(float), gpu->stream);
-        if (e != cudaSuccess) {
-            cudaFreeAsync(pixels, gpu->stream);
-            return dn_cuda_fail(e, "cudaMallocAsync", __FILE__, __LINE__);
-        }
-        GPU_CHECK(gpu, cudaMemcpyAsync(pixels, frame->data, frame_bytes, cudaMemcpyHostToDevice, gpu->stream));
-        float *canvas = net->input_gpu + (size_t)f * net->inputs;
-        if (mode == DN_RESIZE_LETTERBOX) dn_fill_gpu(gpu, canvas, (size_t)net->inputs, .5f);
-        float w_scale = new_w > 1 ? (float)(frame->width - 1) / (new_w - 1) : 0.f;
-        float h_scale = new_h > 1 ? (float)(frame->height - 1) / (new_h - 1) : 0.f;
-        size_t rows = (size_t)3 * frame->height * new_w, cols = (size_t)3 * new_h * new_w;
-        resize_rows_kernel<<<dn_blocks(rows), 256, 0, gpu->stream>>>(pixels, frame->width, frame->height,
-                                                                     frame->row_stride, new_w, w_scale, part);
-        GPU_LAUNCHED(gpu);
-        resize_columns_kernel<<<dn_blocks(cols), 256, 0, gpu->stream>>>(part, frame->height, new_w, new_h,
-                                                                        h_scale, canvas, net->w, net->h, dx, dy);
-        GPU_LAUNCHED(gpu);
-        GPU_CHECK(gpu, cudaFreeAsync(pixels, gpu->stream));
-        GPU_CHECK(gpu, cudaFreeAsync(part, gpu->stream));
+    for (int f = 0; f < n_frames && mode == DN_RESIZE_LETTERBOX; f++) {  // before any upload starts
+        int new_w, new_h;
+        dn_letterbox_size(frames[f].width, frames[f].height, net->w, net->h, &new_w, &new_h);
+        if (new_w < 1 || new_h < 1) return DN_FAIL(DN_ERR_IMAGE, "frame %d: too thin to letterbox", f);
     }
-    DN_TRY(take_recorded(gpu));
-    CUDA_TRY(cudaStreamSynchronize(gpu->stream));
-    return DN_OK;
+    dn_status st = DN_OK;
+    for (int f = 0; f < n_frames && st == DN_OK && gpu->error == DN_OK; f++)
+        st = upload_frame(net, &frames[f], f, mode);
+    dn_status drained = drain(gpu);  // also after a failure: issued uploads read the caller's pixels
+    return st != DN_OK ? st : drained;
 }
 
 // ---- collectives over replicas -------------------------------------------------------------------
@@ -859,10 +877,16 @@ extern "C" dn_status dn_cuda_broadcast(dn_network **nets, int n, dn_gpu_buffer w
     if (n < 2 || !count) return DN_OK;
     DN_TRY(use_device(nets[0]->gpu));
     CUDA_TRY(cudaStreamSynchronize(nets[0]->gpu->stream));
+    // on each replica's own stream, finished before returning: cudaMemcpyPeer
+    // runs on the legacy default stream, which the replicas' non-blocking
+    // streams do not wait for, so their next pass could read the old values
     for (int r = 1; r < n; r++) {
         size_t c;
         float *dev = buffer_of(nets[r], which, &c);
-        CUDA_TRY(cudaMemcpyPeer(dev, nets[r]->gpu_index, root, nets[0]->gpu_index, count * sizeof(float)));
+        DN_TRY(use_device(nets[r]->gpu));
+        CUDA_TRY(cudaMemcpyPeerAsync(dev, nets[r]->gpu_index, root, nets[0]->gpu_index, count * sizeof(float),
+                                     nets[r]->gpu->stream));
+        CUDA_TRY(cudaStreamSynchronize(nets[r]->gpu->stream));
     }
     return DN_OK;
 }

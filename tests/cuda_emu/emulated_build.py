@@ -47,10 +47,11 @@ def _matching(text: str, start: int, open_char: str, close_char: str) -> int:
 
 def rewrite_launches(source: str) -> str:
     """`kernel<<<grid, block, shared, stream>>>(args);` becomes
-    `[&](auto... a) { dn_emu_launch([=] { kernel(a...); }, grid, block, shared, stream); }(args);`:
-    the arguments are evaluated and copied at the launch, as CUDA does, and
-    the kernel runs when its stream gets to it (at once unless DN_EMU_STREAMS
-    defers it)."""
+    `[&](auto... a) { if (dn_emu_args_on_device("kernel", a...)) dn_emu_launch([=] { kernel(a...); },
+    grid, block, shared, stream); }(args);`: the arguments are evaluated and
+    copied at the launch, as CUDA does, every pointer among them must point
+    into device memory, and the kernel runs when its stream gets to it (at
+    once unless DN_EMU_STREAMS defers it)."""
     out, pos = [], 0
     for match in re.finditer(r"(\b[A-Za-z_]\w*)\s*<<<", source):
         if match.start() < pos:
@@ -59,7 +60,8 @@ def rewrite_launches(source: str) -> str:
         args_start = source.index("(", config_end)
         args_end = _matching(source, args_start, "(", ")")
         out.append(source[pos:match.start()])
-        out.append(f"[&](auto... dn_emu_args) {{ dn_emu_launch([=] {{ {match.group(1)}(dn_emu_args...); }}, "
+        out.append(f"[&](auto... dn_emu_args) {{ if (dn_emu_args_on_device(\"{match.group(1)}\", dn_emu_args...)) "
+                   f"dn_emu_launch([=] {{ {match.group(1)}(dn_emu_args...); }}, "
                    f"{source[match.end():config_end]}); }}{source[args_start:args_end]}")
         pos = args_end
     out.append(source[pos:])
@@ -89,6 +91,22 @@ static inline void dn_emu_launch(std::function<void()> kernel, Grid grid, Block 
     dn_emu_enqueue(stream, [kernel = std::move(kernel), grid = dim3(grid), block = dim3(block)] {
         launch(grid, block, kernel);
     });
+}
+// a kernel given a pointer outside device memory (host memory, or a block
+// already freed) fails its launch; on a GPU it would fault or read garbage
+template <typename T>
+static inline bool dn_emu_arg_on_device(const T &) { return true; }
+template <typename T>
+static inline bool dn_emu_arg_on_device(T *p) { return !p || dn_emu_on_device(p, 0); }
+template <typename... Args>
+static inline bool dn_emu_args_on_device(const char *kernel, const Args &...args)
+{
+    int index = 0, bad = -1;
+    ((bad < 0 && !dn_emu_arg_on_device(args) ? bad = index : 0, index++), ...);
+    if (bad < 0) return true;
+    fprintf(stderr, "cuda_emu: %s: argument %d is not device memory\\n", kernel, bad);
+    dn_emu_fail(cudaErrorInvalidValue);
+    return false;
 }
 #define __fadd_rn(a, b) ((a) + (b))
 #define __fmul_rn(a, b) ((a) * (b))

@@ -8,18 +8,19 @@
 // GEMM runs when issued, in issue order.  "late": each waits in its
 // stream's queue until something CUDA promises needs it done (a
 // synchronisation of its stream, its device or an event recorded after it;
-// a stream waiting on such an event running; a copy into pageable host
-// memory; a legacy-stream operation ordered after a blocking stream's;
-// cudaFree, cudaFreeHost, cudaMemcpyPeer), so a missing wait reads what the
-// other stream has not written yet.  "late-except-newest": the same, but
-// the newest stream of each device runs its work at once, ahead of the older
-// streams' queued work, so a copy stream overwriting what the compute stream
-// has yet to read shows.  Host memory that cudaHostAlloc gave is read and
-// written by a queued copy when it runs; pageable memory is read when the
-// copy is issued, as CUDA stages it.
+// a stream waiting on such an event running; a legacy-stream operation
+// ordered after a blocking stream's; a synchronous cudaMemcpy; cudaFree), so
+// a missing wait reads what the other stream has not written yet.
+// "late-except-newest": the same, but the newest live stream of each device
+// runs its work at once, ahead of the older streams' queued work, so a copy
+// stream overwriting what the compute stream has yet to read shows.  Host
+// memory that cudaHostAlloc gave is read and written by a queued copy when
+// it runs, and freeing it under a queued copy aborts; pageable memory is read
+// when the copy is issued, as CUDA stages it, and written when it runs.
 #ifndef DN_EMU_CUDA_RUNTIME_H
 #define DN_EMU_CUDA_RUNTIME_H
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -48,15 +49,17 @@ typedef enum {
 } cudaMemcpyKind;
 struct dn_emu_stream;
 // queued work: what it runs, and how far other streams must have run first
+typedef std::vector<std::pair<dn_emu_stream *, uint64_t>> dn_emu_deps;
 struct dn_emu_op {
     std::function<void()> run;
-    std::vector<std::pair<dn_emu_stream *, uint64_t>> after;
+    dn_emu_deps after;
+    const char *host_begin, *host_end;  // page-locked host memory it reads or writes
 };
 struct dn_emu_stream {
     int device;
     bool blocking;  // synchronises with the legacy default stream (cudaStreamCreate without NonBlocking)
     bool legacy;    // a device's legacy default stream (stream 0)
-    bool live;
+    bool live;              // not destroyed (a destroyed stream still runs what it was given)
     uint64_t issued, done;  // operations issued to it, and run
     std::deque<dn_emu_op> pending;
 };
@@ -227,7 +230,8 @@ inline void dn_emu_run_until(dn_emu_stream *s, uint64_t upto)
 }
 inline void dn_emu_finish(dn_emu_stream *s) { dn_emu_run_until(s, s->issued); }
 
-// every stream of `device` to the end, the oldest first
+// every stream of `device` to the end, the oldest first; destroyed streams
+// drained are forgotten
 inline void dn_emu_finish_device(int device)
 {
     dn_emu_scheduler &sched = dn_emu_scheduler_state();
@@ -236,40 +240,52 @@ inline void dn_emu_finish_device(int device)
     for (dn_emu_stream *s : sched.streams)
         if (s->device == device) order.push_back(s);
     for (dn_emu_stream *s : order) dn_emu_finish(s);
+    auto drained = [device](const dn_emu_stream *s) { return s->device == device && !s->live && s->done == s->issued; };
+    sched.streams.erase(std::remove_if(sched.streams.begin(), sched.streams.end(), drained), sched.streams.end());
 }
 
 inline bool dn_emu_newest_of_device(const dn_emu_stream *s)
 {
     dn_emu_scheduler &sched = dn_emu_scheduler_state();
     for (auto it = sched.streams.rbegin(); it != sched.streams.rend(); ++it)
-        if ((*it)->device == s->device && !(*it)->legacy) return *it == s;
+        if ((*it)->device == s->device && !(*it)->legacy && (*it)->live) return *it == s;
     return false;
 }
 
-// `run` as the next operation of stream s: at once where DN_EMU_STREAMS is
-// unset, else queued behind what CUDA orders it after
-inline void dn_emu_enqueue(cudaStream_t stream, std::function<void()> run)
+// where the legacy stream and the blocking streams of `device` have got to
+// (work they still have queued), except `skip`
+inline void dn_emu_blocking_tails(int device, const dn_emu_stream *skip, dn_emu_deps &out)
+{
+    for (dn_emu_stream *other : dn_emu_scheduler_state().streams)
+        if (other->device == device && other->blocking && other != skip && other->issued > other->done)
+            out.push_back({other, other->issued});
+}
+
+// `run` (nothing where null: a marker) as the next operation of `stream`, at
+// once where DN_EMU_STREAMS is unset, else queued behind its stream's earlier
+// work, `after`, and what the legacy-stream rules order it after; `host` is
+// the page-locked memory it uses.  Returns where it sits: (stream, issued).
+inline std::pair<dn_emu_stream *, uint64_t> dn_emu_enqueue(cudaStream_t stream, std::function<void()> run,
+                                                           dn_emu_deps after = {},
+                                                           std::pair<const void *, size_t> host = {})
 {
     if (dn_emu_streams() == DN_EMU_AT_ISSUE) {
-        run();
-        return;
+        if (run) run();
+        return {nullptr, 0};
     }
     dn_emu_scheduler &sched = dn_emu_scheduler_state();
     std::lock_guard<std::recursive_mutex> guard(sched.lock);
     dn_emu_stream *s = dn_emu_resolve(stream);
-    dn_emu_op op{std::move(run), {}};
-    // the legacy stream and the blocking streams of its device wait for each other's earlier work
-    if (s->legacy) {
-        for (dn_emu_stream *other : sched.streams)
-            if (other->device == s->device && other->blocking && other != s && other->issued > other->done)
-                op.after.push_back({other, other->issued});
-    } else if (s->blocking) {
-        dn_emu_stream *legacy = sched.legacy[s->device];
-        if (legacy && legacy->issued > legacy->done) op.after.push_back({legacy, legacy->issued});
-    }
-    s->pending.push_back(std::move(op));
+    // the legacy stream waits for the blocking streams of its device, a blocking stream for the legacy stream
+    dn_emu_stream *legacy = sched.legacy[s->device];
+    if (s->legacy) dn_emu_blocking_tails(s->device, s, after);
+    else if (s->blocking && legacy && legacy->issued > legacy->done) after.push_back({legacy, legacy->issued});
+    const char *host_begin = (const char *)host.first;
+    s->pending.push_back({std::move(run), std::move(after), host_begin, host_begin ? host_begin + host.second : nullptr});
     s->issued++;
+    std::pair<dn_emu_stream *, uint64_t> at{s, s->issued};
     if (dn_emu_streams() == DN_EMU_LATE_EXCEPT_NEWEST && dn_emu_newest_of_device(s)) dn_emu_finish(s);
+    return at;
 }
 // stream s to the end (cudaStreamSynchronize)
 inline void dn_emu_finish_stream(cudaStream_t stream)
@@ -279,10 +295,18 @@ inline void dn_emu_finish_stream(cudaStream_t stream)
     std::lock_guard<std::recursive_mutex> guard(sched.lock);
     dn_emu_finish(dn_emu_resolve(stream));
 }
-inline void dn_emu_finish_all_devices()
+
+// whether queued work still uses [p, p + bytes) of page-locked memory
+inline bool dn_emu_host_in_use(const void *p, size_t bytes)
 {
-    if (dn_emu_streams() == DN_EMU_AT_ISSUE) return;
-    for (int d = 0; d < dn_emu_gpus(); d++) dn_emu_finish_device(d);
+    if (dn_emu_streams() == DN_EMU_AT_ISSUE) return false;
+    dn_emu_scheduler &sched = dn_emu_scheduler_state();
+    std::lock_guard<std::recursive_mutex> guard(sched.lock);
+    const char *begin = (const char *)p, *end = begin + bytes;
+    for (const dn_emu_stream *s : sched.streams)
+        for (const dn_emu_op &op : s->pending)
+            if (op.host_begin && op.host_begin < end && begin < op.host_end) return true;
+    return false;
 }
 
 // ---- memory -------------------------------------------------------------------------------
@@ -335,13 +359,27 @@ inline cudaError_t cudaFree(void *p)
     if (dn_emu_streams() != DN_EMU_AT_ISSUE) dn_emu_finish_device(device);
     return dn_emu_release(p);
 }
-// stream-ordered: usable by the stream's later work; freed when the stream gets there
+// stream-ordered: usable by the stream's later work; freed when the stream
+// gets there, and no longer device memory for work issued after the call
 inline cudaError_t cudaMallocAsync(void **p, size_t bytes, cudaStream_t) { return cudaMalloc(p, bytes); }
 inline cudaError_t cudaFreeAsync(void *p, cudaStream_t stream)
 {
     if (!p) return cudaSuccess;
-    if (dn_emu_device_of(p) < 0) return dn_emu_fail(cudaErrorInvalidValue);
-    dn_emu_enqueue(stream, [p] { dn_emu_release(p); });
+    std::pair<int, size_t> block;
+    {
+        dn_emu_memory &m = dn_emu_memory_state();
+        std::lock_guard<std::mutex> guard(m.lock);
+        auto it = m.blocks.find((const char *)p);
+        if (it == m.blocks.end()) return dn_emu_fail(cudaErrorInvalidValue);
+        block = it->second;
+        m.blocks.erase(it);
+    }
+    dn_emu_enqueue(stream, [p, block] {
+        dn_emu_memory &m = dn_emu_memory_state();
+        std::lock_guard<std::mutex> guard(m.lock);
+        m.used[block.first] -= block.second;
+        free(p);
+    });
     return cudaSuccess;
 }
 
@@ -379,15 +417,24 @@ inline cudaError_t cudaHostAlloc(void **p, size_t bytes, unsigned)
     m.blocks[(const char *)*p] = bytes ? bytes : 1;
     return cudaSuccess;
 }
-// waits for every device's work (a queued copy may still read the block)
+// a block that queued work still reads or writes is reported and aborts
+// (CUDA does not promise to wait for it: the memory would be reused under a
+// running copy)
 inline cudaError_t cudaFreeHost(void *p)
 {
     if (!p) return cudaSuccess;
-    dn_emu_finish_all_devices();
     dn_emu_pinned_blocks &m = dn_emu_pinned_state();
+    size_t bytes;
     {
         std::lock_guard<std::mutex> guard(m.lock);
-        if (!m.blocks.erase((const char *)p)) return dn_emu_fail(cudaErrorInvalidValue);
+        auto it = m.blocks.find((const char *)p);
+        if (it == m.blocks.end()) return dn_emu_fail(cudaErrorInvalidValue);
+        bytes = it->second;
+        m.blocks.erase(it);
+    }
+    if (dn_emu_host_in_use(p, bytes)) {
+        fprintf(stderr, "cuda_emu: cudaFreeHost(%p) while a queued copy still uses that page-locked memory\n", p);
+        abort();
     }
     free(p);
     return cudaSuccess;
@@ -405,9 +452,10 @@ inline bool dn_emu_on_device(const void *p, size_t bytes)
 // A copy whose pointers are not where its kind says fails, as cuda-memcheck
 // would report it (a host pointer given as device memory reads garbage on a
 // GPU).  Pageable host memory is read when the copy is issued (CUDA stages
-// it) and written before the call returns (a copy into it waits for the
-// stream); page-locked memory is read and written when the copy runs.
-inline cudaError_t dn_emu_copy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream)
+// it); page-locked memory, and pageable memory written by a copy, when the
+// copy runs.  Returns where it was queued.
+inline cudaError_t dn_emu_copy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream,
+                               dn_emu_deps after = {})
 {
     if (!bytes) return cudaSuccess;
     bool dst_device = dn_emu_on_device(dst, bytes), src_device = dn_emu_on_device(src, bytes);
@@ -418,38 +466,69 @@ inline cudaError_t dn_emu_copy(void *dst, const void *src, size_t bytes, cudaMem
     if (!ok) return dn_emu_fail(cudaErrorInvalidValue);
     (dst_device ? src_device ? dn_emu_traffic_counters.device_to_device : dn_emu_traffic_counters.host_to_device
                 : dn_emu_traffic_counters.device_to_host) += src_device || dst_device ? bytes : 0;
+    std::pair<const void *, size_t> pinned{};
+    if (!src_device && dn_emu_pinned(src, bytes)) pinned = {src, bytes};
+    if (!dst_device && dn_emu_pinned(dst, bytes)) pinned = {dst, bytes};
     if (!src_device && !dn_emu_pinned(src, bytes)) {
         std::shared_ptr<std::vector<char>> staged(new std::vector<char>((const char *)src, (const char *)src + bytes));
-        dn_emu_enqueue(stream, [dst, staged] { memcpy(dst, staged->data(), staged->size()); });
+        dn_emu_enqueue(stream, [dst, staged] { memcpy(dst, staged->data(), staged->size()); }, std::move(after), pinned);
     } else {
-        dn_emu_enqueue(stream, [dst, src, bytes] { memmove(dst, src, bytes); });
+        dn_emu_enqueue(stream, [dst, src, bytes] { memmove(dst, src, bytes); }, std::move(after), pinned);
     }
-    if (!dst_device && !dn_emu_pinned(dst, bytes)) dn_emu_finish_stream(stream);
     return cudaSuccess;
 }
+// queued on the stream; a copy into pageable memory too (CUDA's documentation
+// says only that it "might be synchronous"), so the host reads it after a
+// synchronisation
 inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream)
 {
     return dn_emu_copy(dst, src, bytes, kind, stream);
 }
-// on the legacy stream; returns once done unless both sides are device memory
+// On the legacy stream.  From host memory: the stream's earlier work first,
+// then the host side staged (pageable) or copied (page-locked) before it
+// returns; into host memory: returns once done; device to device: queued.
 inline cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
 {
+    if (!bytes) return cudaSuccess;
+    bool from_host = !dn_emu_on_device(src, bytes), to_host = !dn_emu_on_device(dst, bytes);
+    if (from_host) dn_emu_finish_stream(nullptr);
     cudaError_t e = dn_emu_copy(dst, src, bytes, kind, nullptr);
-    if (e == cudaSuccess && bytes && !(dn_emu_on_device(dst, bytes) && dn_emu_on_device(src, bytes)))
-        dn_emu_finish_stream(nullptr);
+    if (e == cudaSuccess && (to_host || (from_host && dn_emu_pinned(src, bytes)))) dn_emu_finish_stream(nullptr);
     return e;
 }
-// ordered after all earlier work of both devices (and before all later work)
+// Between devices: queued behind the legacy stream and the blocking streams
+// of both devices (not the non-blocking ones), on the destination's legacy
+// stream, with a marker on the source's that later work there waits behind;
+// asynchronous to the host.
 inline cudaError_t cudaMemcpyPeer(void *dst, int dst_device, const void *src, int src_device, size_t bytes)
 {
+    if (!bytes) return cudaSuccess;
+    if (!dn_emu_on_device(dst, bytes) || !dn_emu_on_device(src, bytes)) return dn_emu_fail(cudaErrorInvalidValue);
+    dn_emu_scheduler &sched = dn_emu_scheduler_state();
+    std::lock_guard<std::recursive_mutex> guard(sched.lock);
+    int current = dn_emu_device;
+    dn_emu_deps after;
     if (dn_emu_streams() != DN_EMU_AT_ISSUE) {
-        dn_emu_finish_device(dst_device);
-        dn_emu_finish_device(src_device);
+        dn_emu_blocking_tails(src_device, nullptr, after);
+        dn_emu_blocking_tails(current, nullptr, after);
     }
+    dn_emu_device = dst_device;
+    dn_emu_traffic_counters.device_to_device += bytes;
+    auto at = dn_emu_enqueue(nullptr, [dst, src, bytes] { memmove(dst, src, bytes); }, std::move(after));
+    if (at.first && src_device != dst_device) {
+        dn_emu_device = src_device;
+        dn_emu_enqueue(nullptr, nullptr, {at});
+    }
+    dn_emu_device = current;
+    return cudaSuccess;
+}
+// on `stream`, asynchronous; the caller orders it against the other device's work
+inline cudaError_t cudaMemcpyPeerAsync(void *dst, int, const void *src, int, size_t bytes, cudaStream_t stream)
+{
     if (!bytes) return cudaSuccess;
     if (!dn_emu_on_device(dst, bytes) || !dn_emu_on_device(src, bytes)) return dn_emu_fail(cudaErrorInvalidValue);
     dn_emu_traffic_counters.device_to_device += bytes;
-    memmove(dst, src, bytes);
+    dn_emu_enqueue(stream, [dst, src, bytes] { memmove(dst, src, bytes); });
     return cudaSuccess;
 }
 inline cudaError_t cudaMemcpy2DAsync(void *dst, size_t dst_pitch, const void *src, size_t src_pitch, size_t width,
@@ -485,21 +564,15 @@ inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags)
     return cudaSuccess;
 }
 inline cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, 0); }
-// its queued work still runs (as CUDA finishes it); the stream object stays
-// for events recorded on it
+// returns at once; its queued work still runs when something needs it (as
+// CUDA finishes it later); the stream object stays for events recorded on it
 inline cudaError_t cudaStreamDestroy(cudaStream_t s)
 {
     if (!s) return dn_emu_fail(cudaErrorInvalidValue);
     dn_emu_scheduler &sched = dn_emu_scheduler_state();
     std::lock_guard<std::recursive_mutex> guard(sched.lock);
     if (!s->live) return dn_emu_fail(cudaErrorInvalidValue);
-    dn_emu_finish(s);
     s->live = false;
-    for (auto it = sched.streams.begin(); it != sched.streams.end(); ++it)
-        if (*it == s) {
-            sched.streams.erase(it);
-            break;
-        }
     return cudaSuccess;
 }
 inline cudaError_t cudaStreamSynchronize(cudaStream_t s)
@@ -523,27 +596,21 @@ inline cudaError_t cudaEventDestroy(cudaEvent_t e)
     delete e;
     return cudaSuccess;
 }
-// the event stands for the work issued to s so far
+// the event stands for the work issued to s so far (on the legacy stream,
+// with the blocking streams' work before it)
 inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
 {
-    if (s && e->device != s->device) return dn_emu_fail(cudaErrorInvalidValue);  // CUDA refuses that
-    dn_emu_scheduler &sched = dn_emu_scheduler_state();
-    std::lock_guard<std::recursive_mutex> guard(sched.lock);
-    e->stream = dn_emu_resolve(s);
-    e->issued = e->stream->issued;
+    if (!e || e->device != (s ? s->device : dn_emu_device)) return dn_emu_fail(cudaErrorInvalidValue);  // CUDA refuses that
+    auto at = dn_emu_enqueue(s, nullptr);
+    e->stream = at.first;
+    e->issued = at.second;
     return cudaSuccess;
 }
 // s's later work waits for the work the event stood for when this was called
 inline cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned)
 {
     if (!e) return dn_emu_fail(cudaErrorInvalidValue);
-    if (dn_emu_streams() == DN_EMU_AT_ISSUE || !e->stream) return cudaSuccess;
-    dn_emu_scheduler &sched = dn_emu_scheduler_state();
-    std::lock_guard<std::recursive_mutex> guard(sched.lock);
-    dn_emu_stream *waiter = dn_emu_resolve(s);
-    waiter->pending.push_back({nullptr, {{e->stream, e->issued}}});
-    waiter->issued++;
-    if (dn_emu_streams() == DN_EMU_LATE_EXCEPT_NEWEST && dn_emu_newest_of_device(waiter)) dn_emu_finish(waiter);
+    if (e->stream) dn_emu_enqueue(s, nullptr, {{e->stream, e->issued}});
     return cudaSuccess;
 }
 

@@ -103,27 +103,13 @@ inline ncclResult_t dn_emu_nccl_collective(std::vector<dn_emu_nccl_call> calls)
             for (float &v : sum) v *= 1.f / (float)calls.size();
         for (const dn_emu_nccl_call &c : calls) std::copy(sum.begin(), sum.end(), c.recv);
     };
-    if (dn_emu_streams() == DN_EMU_AT_ISSUE) {
-        run();
-        return ncclSuccess;
-    }
     dn_emu_scheduler &sched = dn_emu_scheduler_state();
     std::lock_guard<std::recursive_mutex> guard(sched.lock);
-    dn_emu_stream *root = dn_emu_resolve(calls[0].stream);
-    dn_emu_op op{run, {}};
-    for (size_t r = 1; r < calls.size(); r++) {
-        dn_emu_stream *s = calls[r].stream;  // never the legacy stream: checked in ncclAllReduce
-        op.after.push_back({s, s->issued});
-    }
-    root->pending.push_back(std::move(op));
-    root->issued++;
-    for (size_t r = 1; r < calls.size(); r++) {
-        dn_emu_stream *s = calls[r].stream;
-        s->pending.push_back({nullptr, {{root, root->issued}}});
-        s->issued++;
-    }
-    for (const dn_emu_nccl_call &c : calls)
-        if (dn_emu_streams() == DN_EMU_LATE_EXCEPT_NEWEST && dn_emu_newest_of_device(c.stream)) dn_emu_finish(c.stream);
+    dn_emu_deps others;  // never the legacy stream: ncclAllReduce refuses stream 0
+    for (size_t r = 1; r < calls.size(); r++) others.push_back({calls[r].stream, calls[r].stream->issued});
+    auto at = dn_emu_enqueue(calls[0].stream, run, std::move(others));
+    if (at.first)
+        for (size_t r = 1; r < calls.size(); r++) dn_emu_enqueue(calls[r].stream, nullptr, {at});
     return ncclSuccess;
 }
 
