@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ._ffi import check, ffi, lib, path_arg, text
+from ._views import HandleViews
 from .errors import ArgumentError, DarknetError
 
 PathLike = str | os.PathLike[str]
@@ -154,6 +155,8 @@ class Network:
         out = ffi.new("dn_network **")
         check(lib.dn_network_create(path_arg(cfg), params, out))
         self._handle: Any = ffi.gc(out[0], lib.dn_network_free)
+        self._views = HandleViews(self._handle)
+        self._owner: Any = None
         unused = text(lib.dn_network_warnings(self._handle)).strip()
         for line in unused.splitlines():
             warnings.warn(line, CfgWarning, stacklevel=2)
@@ -169,15 +172,18 @@ class Network:
         net.cfg_path = Path(cfg)
         net._handle = handle
         net._owner = owner
+        net._views = owner._views  # arrays over a replica keep the whole trainer alive
         return net
 
     # ---- lifetime -------------------------------------------------------------
 
     def close(self) -> None:
-        """Free the C network now (also happens when the object is collected)."""
+        """Free the C network now (also happens when the object is
+        collected); where arrays from params(), grads() or
+        predict(copy=False) are still alive, when the last of them is."""
         with self._lock:
-            if self._handle is not None and getattr(self, "_owner", None) is None:
-                ffi.release(self._handle)
+            if self._handle is not None and self._owner is None:
+                self._views.release()
             self._handle = None
 
     def __enter__(self) -> "Network":
@@ -191,6 +197,8 @@ class Network:
     def handle(self) -> Any:
         if self._handle is None:
             raise ArgumentError("the network is closed")
+        if self._owner is not None and self._views.handle is None:
+            raise ArgumentError("the trainer this replica belongs to is closed")
         return self._handle
 
     # ---- description ----------------------------------------------------------------
@@ -259,11 +267,13 @@ class Network:
 
     def set_batch(self, batch: int) -> None:
         with self._lock:
+            self._views.check_no_outputs("change the batch")
             check(lib.dn_network_set_batch(self.handle, batch))
 
     def resize(self, width: int, height: int) -> None:
         """Change the input size (keeps the weights)."""
         with self._lock:
+            self._views.check_no_outputs("resize the network")
             check(lib.dn_network_resize(self.handle, width, height))
 
     @property
@@ -307,8 +317,9 @@ class Network:
     def params(self, index: int) -> dict[str, np.ndarray]:
         """Writable numpy views of layer `index`'s parameters (empty dict when
         it has none): biases, scales, rolling_mean, rolling_variance, weights
-        (weights shaped as darknet stores them, flat).  Valid while the
-        network is open."""
+        (weights shaped as darknet stores them, flat).  They keep the network's
+        memory alive: readable after close(), which then frees it once they
+        are gone."""
         result: dict[str, np.ndarray] = {}
         data = ffi.new("float **")
         count = ffi.new("size_t *")
@@ -316,8 +327,7 @@ class Network:
         for name, kind in PARAM_KINDS.items():
             check(lib.dn_network_layer_param(self.handle, index, kind, data, count))
             if count[0]:
-                buf = ffi.buffer(data[0], count[0] * 4)
-                result[name] = np.frombuffer(buf, dtype=np.float32)
+                result[name] = self._views.array(data[0], int(count[0]), kind="params", writeable=True)
         return result
 
     # ---- inference -------------------------------------------------------------------------
@@ -352,8 +362,9 @@ class Network:
         """Forward pass on float32 NCHW input; returns the output layer's
         activations shaped (batch, channels, height, width).
 
-        copy=False returns a read-only view of the engine's buffer, valid
-        until the next call on this network."""
+        copy=False returns a read-only view of the engine's buffer: the next
+        predict overwrites it, and resize() / set_batch() refuse to run while
+        it is alive."""
         with self._lock:
             self._sync_views()
             pointer, keep = self._input_pointer(array)
@@ -390,14 +401,11 @@ class Network:
             layer = self.layer(index)
             return self._view(data[0], (self.info.batch, *layer.output_shape), True)
 
-    @staticmethod
-    def _view(pointer: Any, shape: tuple[int, ...], copy: bool) -> np.ndarray:
+    def _view(self, pointer: Any, shape: tuple[int, ...], copy: bool) -> np.ndarray:
         n = int(np.prod(shape))
-        view = np.frombuffer(ffi.buffer(pointer, n * 4), dtype=np.float32).reshape(shape)
         if copy:
-            return view.copy()
-        view.flags.writeable = False
-        return view
+            return np.frombuffer(ffi.buffer(pointer, n * 4), dtype=np.float32).reshape(shape).copy()
+        return self._views.array(pointer, n, kind="output", writeable=False).reshape(shape)
 
     # ---- training ---------------------------------------------------------------------------
 
@@ -502,7 +510,7 @@ class Network:
         for name in ("biases", "scales", "weights"):
             check(lib.dn_network_layer_grad(self.handle, index, PARAM_KINDS[name], data, count))
             if count[0]:
-                result[name] = np.frombuffer(ffi.buffer(data[0], count[0] * 4), dtype=np.float32)
+                result[name] = self._views.array(data[0], int(count[0]), kind="params", writeable=True)
         return result
 
     def delta(self, index: int) -> np.ndarray:

@@ -13,6 +13,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from ._ffi import check, ffi, lib, path_arg
+from ._views import HandleViews
 from .errors import ArgumentError
 from .network import Network, TrainStepResult
 
@@ -65,6 +66,7 @@ class Trainer:
         out = ffi.new("dn_trainer **")
         check(lib.dn_trainer_create(path_arg(cfg), params, out))
         self._handle: Any = ffi.gc(out[0], lib.dn_trainer_free)
+        self._views = HandleViews(self._handle)
         self.sync = sync
         self.sync_every = sync_every
         self.replicas = int(lib.dn_trainer_replicas(self._handle))
@@ -76,9 +78,11 @@ class Trainer:
         return self._handle
 
     def close(self) -> None:
-        """Free the replicas and stop their threads."""
+        """Free the replicas and stop their threads (where arrays from a
+        replica's params() or predict(copy=False) are alive, when the last of
+        them is gone)."""
         if self._handle is not None:
-            ffi.release(self._handle)
+            self._views.release()
             self._handle = None
 
     def __enter__(self) -> "Trainer":
@@ -113,6 +117,7 @@ class Trainer:
         check(lib.dn_trainer_set_max_batches(self.handle, max_batches))
 
     def resize(self, width: int, height: int) -> None:
+        self._views.check_no_outputs("resize the replicas")
         check(lib.dn_trainer_resize(self.handle, width, height))
 
     def step(self, images: np.ndarray, truth: np.ndarray | None) -> ReplicaStepResult:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pydarknet import Detector, Network
+from pydarknet import ArgumentError, Detector, Network
 
 
 def rss_bytes() -> int:
@@ -115,3 +115,57 @@ def test_results_do_not_depend_on_thread_count(tiny_cfg: Path, threads: int) -> 
         one.randomize(1)
         many.randomize(1)
         np.testing.assert_array_equal(one.predict(x), many.predict(x))
+
+
+def test_arrays_over_engine_memory_outlive_close(tiny_cfg: Path) -> None:
+    """params(), grads() and predict(copy=False) arrays read what they were
+    given after the network is closed (darknet users keep weights arrays
+    past a `with` block); the memory goes when the last of them does."""
+    with Network(tiny_cfg, train=True) as net:
+        net.randomize(5)
+        weights = net.params(0)["weights"]
+        expected = weights.copy()
+        x = np.random.default_rng(0).random(net.input_shape, dtype=np.float32)
+        out = net.predict(x, copy=False)[0]
+        out_expected = out.copy()
+        grads = net.grads(0)["weights"]
+    garbage = [np.full(weights.size, 7, np.float32) for _ in range(50)]  # would reuse freed memory
+    np.testing.assert_array_equal(weights, expected)
+    np.testing.assert_array_equal(out, out_expected)
+    assert grads.shape == weights.shape
+    assert not out.flags.writeable and weights.flags.writeable
+    del garbage
+    with pytest.raises(ArgumentError, match="closed"):
+        net.params(0)
+
+
+def test_resize_refuses_while_a_no_copy_output_is_alive(tiny_cfg: Path) -> None:
+    with Network(tiny_cfg) as net:
+        x = np.random.default_rng(0).random(net.input_shape, dtype=np.float32)
+        out = net.predict(x, copy=False)
+        first = out[0, :1]  # a view of the view keeps it alive too
+        del out
+        with pytest.raises(ArgumentError, match=r"cannot resize the network: 1 array from predict\(copy=False\)"):
+            net.resize(64, 64)
+        with pytest.raises(ArgumentError, match="cannot change the batch"):
+            net.set_batch(2)
+        assert np.isfinite(first).all()
+        del first
+        net.resize(64, 64)  # nothing views the outputs now
+        net.set_batch(2)
+        weights = net.params(0)["weights"]  # parameters stay put across resizes
+        net.resize(96, 96)
+        assert np.isfinite(weights).all()
+
+
+def test_replica_arrays_outlive_the_trainer(tiny_cfg: Path, tmp_path: Path) -> None:
+    from pydarknet.replicas import Trainer
+
+    trainer = Trainer(tiny_cfg, replicas=2, seed=3, threads=1)
+    biases = trainer.network(1).params(0)["biases"]
+    expected = biases.copy()
+    replica = trainer.network(0)
+    trainer.close()
+    np.testing.assert_array_equal(biases, expected)
+    with pytest.raises(ArgumentError, match="trainer .*closed"):
+        replica.params(0)
