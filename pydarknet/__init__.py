@@ -44,10 +44,18 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from importlib import import_module
+# submodules reachable as attributes without their own import
+# (`pydarknet.image.frame_to_input`, `pydarknet.video.VideoReader`)
+_SUBMODULES = {"anchors", "cfg", "coco", "data", "datasets", "detect", "draw", "evaluate", "hostmem", "image",
+               "loader", "names", "network", "replicas", "summary", "torch", "train", "video", "voc"}
 
+
+def __getattr__(name: str) -> Any:
+    from importlib import import_module
+
+    if name in _LAZY:
         module, attr = _LAZY[name]
         return getattr(import_module(f".{module}", __name__), attr)
+    if name in _SUBMODULES:
+        return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'pydarknet' has no attribute {name!r}")

@@ -300,7 +300,7 @@ class Cfg:
         except OSError as e:
             raise DarknetIOError(f"{p}: cannot read cfg: {e.strerror or e}") from None
         try:
-            text = raw.decode("utf-8")
+            text = raw.decode("utf-8-sig")  # a byte-order mark is skipped
         except UnicodeDecodeError as e:
             line = raw[: e.start].count(b"\n") + 1
             raise CfgError(f"{p}:{line}: not a text file (bad UTF-8 byte)") from None

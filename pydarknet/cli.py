@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -23,14 +24,39 @@ if TYPE_CHECKING:
 
 
 class DarknetCommandGroup(click.Group):
-    """Turns DarknetError into a clean one-line message and exit status 1."""
+    """Turns DarknetError, and the OS's refusals (a save folder under a file,
+    no permission, a full disk), into a clean one-line message and exit
+    status 1; warnings are one line each ("warning: ..."), not Python's
+    file:line and source line."""
 
     def invoke(self, ctx: click.Context) -> object:
-        try:
-            return super().invoke(ctx)
-        except DarknetError as exc:
-            click.secho(f"error: {exc}", err=True, fg="red")
-            ctx.exit(1)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            try:
+                return super().invoke(ctx)
+            except DarknetError as exc:
+                click.secho(f"error: {exc}", err=True, fg="red")
+                ctx.exit(1)
+            except OSError as exc:
+                where = f" '{exc.filename}'" if exc.filename else ""
+                click.secho(f"error: {exc.strerror or exc}{where}", err=True, fg="red")
+                ctx.exit(1)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    click.secho(f"warning: {message}", err=True, fg="yellow")
+
+
+def _unique_path(folder: Path, stem: str, suffix: str, taken: set[Path]) -> Path:
+    """folder/stem+suffix, or stem-2, stem-3, ... where this run already
+    wrote that name (dog.jpg and dog.png, or a/dog.jpg and b/dog.jpg)."""
+    path, n = folder / f"{stem}{suffix}", 1
+    while path in taken:
+        n += 1
+        path = folder / f"{stem}-{n}{suffix}"
+    taken.add(path)
+    return path
 
 
 @click.group(cls=DarknetCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -96,7 +122,7 @@ def detect(cfg: Path, weights: Path, images: tuple[Path, ...], names: Path | Non
 
     from .detect import Detector
     from .draw import draw_detections
-    from .errors import ImageError
+    from .errors import DarknetIOError, ImageError
     from .video import is_video
 
     options = dict(thresh=thresh, hier_thresh=hier_thresh, nms=nms, letterbox=not no_letterbox,
@@ -117,24 +143,31 @@ def detect(cfg: Path, weights: Path, images: tuple[Path, ...], names: Path | Non
 
         if not no_save:
             save_dir.mkdir(parents=True, exist_ok=True)
+        written: set[Path] = set()
+        unreadable = 0
         for image in images:
             if is_video(image):
-                _detect_video(image, detect_frame, detector.classes, None if no_save else save_dir,
-                              as_json)
+                out = None if no_save else _unique_path(save_dir, image.stem, ".mp4", written)
+                _detect_video(image, detect_frame, detector.classes, out, as_json)
                 continue
             frame = cv2.imread(str(image), cv2.IMREAD_COLOR)
-            if frame is None:
-                raise ImageError(f"cannot decode image '{image}'")
+            if frame is None:  # reported, and the other images still run
+                click.secho(f"error: cannot decode image '{image}'", err=True, fg="red")
+                unreadable += 1
+                continue
             found = detect_frame(frame, str(image), {"image": str(image)})
             if not no_save:
-                out = save_dir / f"{image.stem}.jpg"
-                cv2.imwrite(str(out), draw_detections(frame, found, detector.classes))
+                out = _unique_path(save_dir, image.stem, ".jpg", written)
+                if not cv2.imwrite(str(out), draw_detections(frame, found, detector.classes)):
+                    raise DarknetIOError(f"cannot write the annotated image '{out}'")
+        if unreadable:
+            raise ImageError(f"{unreadable} of {len(images)} images could not be decoded")
 
 
-def _detect_video(video: Path, detect_frame: FrameDetector, classes: list[str], save_dir: Path | None,
+def _detect_video(video: Path, detect_frame: FrameDetector, classes: list[str], out: Path | None,
                   as_json: bool) -> None:
     """Every frame of `video` through `detect_frame`; the annotated frames to
-    SAVE_DIR/<stem>.mp4."""
+    `out` (an .mp4) where given."""
     from contextlib import nullcontext
 
     from .draw import draw_detections
@@ -143,7 +176,7 @@ def _detect_video(video: Path, detect_frame: FrameDetector, classes: list[str], 
 
     start = time.perf_counter()
     with VideoReader(video) as reader:
-        writer = VideoWriter(save_dir / f"{video.stem}.mp4", reader.fps) if save_dir else None
+        writer = VideoWriter(out, reader.fps) if out else None
         frames = 0
         with writer if writer else nullcontext():
             for index, frame in enumerate(reader):
@@ -219,17 +252,17 @@ def train_command(cfg: Path, data: Path | None, weights: Path | None, max_batche
     from .train import IterationStats, TrainOptions, train
 
     def report(stats: IterationStats) -> None:
-        if not progress:
+        if not progress:  # darknet's order: the batch's wait, the loss layers' lines, the iteration's
             click.echo(f"Loaded: {stats.load_seconds:f} seconds")
+            for s in stats.layers:
+                click.echo(f"Region Avg IOU: {s.avg_iou:f}, Class: {s.avg_class:f}, Obj: "
+                           f"{s.avg_obj:f}, No Obj: {s.avg_noobj:f}, Avg Recall: {s.recall:f},  "
+                           f"count: {s.count}")
             click.echo(stats.darknet_line())
             if len(stats.replica_images_per_second) > 1:
                 click.echo("replicas: " + ", ".join(
                     f"{v:.1f} img/s" for v in stats.replica_images_per_second)
                     + f"; sync {stats.sync_seconds * 1000:.1f} ms")
-            for s in stats.layers:
-                click.echo(f"Region Avg IOU: {s.avg_iou:f}, Class: {s.avg_class:f}, Obj: "
-                           f"{s.avg_obj:f}, No Obj: {s.avg_noobj:f}, Avg Recall: {s.recall:f},  "
-                           f"count: {s.count}")
 
     gpu_list = _parse_gpus(gpus)
     n = len(gpu_list) if gpu_list else replicas

@@ -74,7 +74,7 @@ def _read_text(path: Path, what: str) -> str:
     except OSError as e:
         raise DarknetIOError(f"{path}: cannot read {what}: {e.strerror or e}") from None
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # a byte-order mark is skipped
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: {what} is not UTF-8 text") from None
@@ -475,8 +475,9 @@ def check_dataset(data_file: str | os.PathLike[str], *, lists: Sequence[str] = (
     report.boxes_per_class = [0] * classes
     try:
         report.names = config.read_names()
-    except (DataError, DarknetIOError) as e:
-        report.problems.append(Problem(p, config.lines.get("names", 0), e.message))
+    except (DataError, DarknetIOError) as e:  # the problem gives the place: not twice
+        message = e.message.removeprefix(f"{config.where('names')}: ")
+        report.problems.append(Problem(p, config.lines.get("names", 0), message))
     for key in lists:
         if config.get(key) is None:
             level = "error" if key == "train" else "warning"

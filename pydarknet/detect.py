@@ -7,6 +7,8 @@ results come back as one array.
 """
 from __future__ import annotations
 
+import math
+
 import os
 import threading
 from dataclasses import dataclass
@@ -67,8 +69,21 @@ class Detection:
         return self.y + self.h / 2
 
     def to_dict(self) -> dict[str, Any]:
+        """For JSON: a box darknet decoded to an infinite or NaN size (exp of
+        an untrained network's large output) is given as null there, which
+        JSON can carry, instead of Infinity, which it cannot."""
+        def finite(v: float) -> float | None:
+            return v if math.isfinite(v) else None
+
         return {"class_id": self.class_id, "name": self.name, "confidence": self.confidence,
-                "box": {"x": self.x, "y": self.y, "w": self.w, "h": self.h}}
+                "box": {"x": finite(self.x), "y": finite(self.y), "w": finite(self.w), "h": finite(self.h)}}
+
+
+def _number(name: str, value: object) -> float:
+    """A threshold as a float (the engine checks its range)."""
+    if isinstance(value, (bool, str, bytes)) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ArgumentError(f"{name} must be a number, got {value!r}")
+    return float(value)
 
 
 def _frame_struct(frame: np.ndarray, slot: Any) -> np.ndarray:
@@ -158,9 +173,9 @@ class Detector:
             if self.network.batch < len(frames):
                 self.network.set_batch(len(frames))
             params = ffi.new("dn_detect_params *")
-            params.thresh = thresh
-            params.hier_thresh = hier_thresh
-            params.nms = nms
+            params.thresh = _number("thresh", thresh)
+            params.hier_thresh = _number("hier_thresh", hier_thresh)
+            params.nms = _number("nms", nms)
             params.nms_kind = _NMS[nms_kind]
             params.resize = lib.DN_RESIZE_LETTERBOX if letterbox else lib.DN_RESIZE_PLAIN
             self.network._sync_views()

@@ -12,18 +12,47 @@ from typing import Callable
 from .errors import DarknetIOError
 
 
+def _mode_for(target: Path) -> int:
+    """The permissions the written file gets: those of the file it replaces,
+    else what a plain open() would give (0666 less the umask), not
+    mkstemp's 0600."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read without setting it where Linux tells it
+    (os.umask can only read it by changing it, which races other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """`write(tmp)` fills a temporary file in `path`'s folder, which then
-    replaces `path`; on any failure the temporary file is removed and `path`
-    is left as it was.  OSError becomes DarknetIOError naming `path`."""
+    replaces `path` (keeping its permissions); on any failure the temporary
+    file is removed and `path` is left as it was.  A read-only `path` is
+    refused.  OSError becomes DarknetIOError naming `path`."""
     target = Path(path)
+    if target.is_file() and not target.stat().st_mode & 0o222:  # root could, but it was made read-only
+        raise DarknetIOError(f"{target}: cannot write: the file is read-only")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        mode = _mode_for(target)
         fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         os.close(fd)
         tmp = Path(name)
         try:
             write(tmp)
+            os.chmod(tmp, mode)
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)

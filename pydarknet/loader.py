@@ -200,7 +200,13 @@ class BatchLoader:
         self._handed: Batch | None = None
         self._workers = ThreadPoolExecutor(self.workers, thread_name_prefix="pydarknet-sample") \
             if self.workers > 1 else None
+        # the images are drawn step after step from one generator: a resumed
+        # run (first_step = the iteration it resumes at) replays the earlier
+        # steps' draws, so that it goes on with what the uninterrupted run
+        # would have drawn there, not with the first steps' images again
         self._rng = np.random.default_rng(seed)
+        for step in range(first_step):
+            self._rng.integers(0, len(dataset), size=self.images_for(step))
         self._queue: queue.Queue[Batch | BaseException] = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
         self._step = first_step

@@ -296,6 +296,8 @@ class Network:
         limits loading to layers [0, cutoff).  Returns the number of layers
         covered (1 + the last layer read).
         """
+        if isinstance(cutoff, bool) or not isinstance(cutoff, int) or cutoff < 0:
+            raise ArgumentError(f"cutoff must be a layer count >= 0 (0: all layers), got {cutoff!r}")
         with self._lock:
             if not partial and not cutoff:
                 check(lib.dn_network_load_weights(self.handle, path_arg(path)))

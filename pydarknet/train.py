@@ -260,9 +260,13 @@ def _train(options: TrainOptions, cfg: Path, data: DataConfig, train_list: Path,
     schedule = ScaleSchedule(bool(params["random"]) and options.augment, info.width, info.height,
                              seed, max_batches)
     start_batch = net.current_batch
+    if start_batch >= max_batches:
+        raise ArgumentError(f"{options.weights}: already trained to iteration {start_batch}, and max_batches "
+                            f"is {max_batches}: nothing to do (raise --max-batches, or --clear to count "
+                            f"from 0 again)")
     share = net.images_per_step
     loader = BatchLoader(dataset, share, net.truth_size, int(params["max_boxes"]), augmentation,
-                         schedule, seed, first_batch_num=start_batch,
+                         schedule, seed, first_step=start_batch, first_batch_num=start_batch,
                          replicas=trainer.replicas, warmup_steps=options.warmup_single,
                          workers=loader_threads(options), pinned=bool(options.gpus))
     metrics = (backup / checkpoint_name(cfg, ".metrics.jsonl")).open("a") if options.metrics else None

@@ -25,6 +25,9 @@ class VideoReader:
         import cv2
 
         self.path = path
+        if not Path(path).is_file():
+            raise DarknetIOError(f"cannot open video '{path}': "
+                                 f"{'not a file' if Path(path).exists() else 'no such file'}")
         self._capture = cv2.VideoCapture(str(path))
         if not self._capture.isOpened():
             raise ImageError(f"cannot open video '{path}' (unknown format or not a video)")
@@ -76,7 +79,11 @@ class VideoWriter:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
-            os.replace(self._partial, self.path)
+            try:
+                os.replace(self._partial, self.path)
+            except OSError as exc:
+                self._partial.unlink(missing_ok=True)
+                raise DarknetIOError(f"cannot write video '{self.path}': {exc.strerror}") from exc
 
     def abandon(self) -> None:
         if self._writer is not None:

@@ -182,3 +182,30 @@ def test_random_text_gives_cfg_errors_only() -> None:
                     except CfgError:
                         pass
     assert parsed > 100
+
+
+def test_atomic_writes_keep_permissions_and_refuse_read_only(tmp_path: Path) -> None:
+    """A rewritten file keeps its mode (mkstemp's 0600 would hide a shared
+    cfg from its group); a new one gets what open() gives; a read-only one
+    is left alone with an error."""
+    import os
+    import stat
+
+    from pydarknet.errors import DarknetIOError
+    from pydarknet.files import atomic_write_text
+
+    shared = tmp_path / "shared.cfg"
+    shared.write_text("[net]\n")
+    shared.chmod(0o640)
+    atomic_write_text(shared, "[net]\nwidth=32\n")
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o640 and "width" in shared.read_text()
+    fresh = atomic_write_text(tmp_path / "fresh.cfg", "[net]\n")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~umask
+    locked = tmp_path / "locked.cfg"
+    locked.write_text("[net]\n")
+    locked.chmod(0o444)
+    with pytest.raises(DarknetIOError, match="read-only"):
+        atomic_write_text(locked, "changed")
+    assert locked.read_text() == "[net]\n" and stat.S_IMODE(locked.stat().st_mode) == 0o444

@@ -132,3 +132,38 @@ def test_detect_unreadable_video(yolo, tmp_path: Path) -> None:
     code, out = run("detect", *yolo, str(fake), "--save-dir", str(tmp_path / "out"))
     assert code == 1 and "fake.mp4" in out and "Traceback" not in out
     assert not list((tmp_path / "out").glob("*"))  # nothing half-written
+
+
+def test_detect_writes_every_image_and_reports_what_it_cannot(yolo, tmp_path: Path) -> None:
+    """Images of one name from two folders both get written (dog.jpg,
+    dog-2.jpg); an undecodable image is reported and the rest still run (exit
+    1 at the end); a save folder that cannot be made, or an annotated image
+    that cannot be written, is a one-line error, not a traceback."""
+    import shutil
+
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(shared_path("darknet/data/dog.jpg"), tmp_path / folder / "dog.jpg")
+    (tmp_path / "broken.jpg").write_text("not a jpeg")
+    images = [str(tmp_path / "a" / "dog.jpg"), str(tmp_path / "broken.jpg"), str(tmp_path / "b" / "dog.jpg")]
+    result = CliRunner().invoke(main, ["detect", *yolo, *images, "--save-dir", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert result.stdout.count("Predicted in") == 2  # the image after the broken one ran too
+    assert f"error: cannot decode image '{images[1]}'" in result.stderr
+    assert "1 of 3 images could not be decoded" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["dog-2.jpg", "dog.jpg"]
+
+    (tmp_path / "file").write_text("")
+    code, out = run("detect", *yolo, images[0], "--save-dir", str(tmp_path / "file" / "sub"))
+    assert code == 1 and "error: Not a directory" in out and "Traceback" not in out
+    (tmp_path / "taken" / "dog.jpg").mkdir(parents=True)  # the annotated image's name is a folder
+    code, out = run("detect", *yolo, images[0], "--save-dir", str(tmp_path / "taken"))
+    assert code == 1 and "cannot write the annotated image" in out and "Traceback" not in out
+
+
+def test_cfg_warnings_are_one_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "typo.cfg"
+    cfg.write_text("[net]\nwidth=32\nheight=32\nchannels=3\n[maxpool]\nsize=2\nstirde=2\n")
+    result = CliRunner().invoke(main, ["summary", str(cfg)])
+    assert result.exit_code == 0
+    assert result.stderr == f"warning: {cfg}:7: [maxpool]: unused option 'stirde=2'\n"

@@ -93,6 +93,13 @@ def test_check_reports_problems_and_fails(tmp_path: Path) -> None:
     assert f"{ds / 'labels' / '000001.txt'}:2: error: expected 5 fields" in result.output
     assert f"{ds / 'labels' / '000002.txt'}: error: label file missing" in result.output
     assert "3 errors" in result.output
+    data = ds / "coco.data"
+    data.write_text(data.read_text().replace("classes=3", "classes=4"))
+    result = run("data", "check", data, ok=False)
+    line = data.read_text().splitlines().index(next(x for x in data.read_text().splitlines()
+                                                     if x.startswith("names="))) + 1
+    # the place once, then what is wrong
+    assert f"{data}:{line}: error: {ds / 'coco.names'} has 3 names but classes=4" in result.output, result.output
 
 
 def test_voc_command(tmp_path: Path) -> None:

@@ -109,6 +109,27 @@ def test_unused_options_warn(tmp_path: Path) -> None:
         Network(path).close()
 
 
+def test_a_misspelt_key_is_named_in_the_error_it_causes(tmp_path: Path) -> None:
+    """`filtres=255` leaves the [convolutional] at filters=1 and the [yolo]
+    after it fails: the error names the misspelt key (its warning would
+    never be shown, the network is never made)."""
+    text = (Path(__file__).parent.parent / "cfg" / "yolov3-tiny.cfg").read_text()
+    head, tail = text.rsplit("filters=255", 1)
+    path = tmp_path / "typo.cfg"
+    path.write_text(head + "filtres=255" + tail)
+    line = (head + "filtres").count("\n") + 1
+    with pytest.raises(CfgError, match=rf"outputs 26x26x1: set filters=255 .*\(note: unused option "
+                                       rf"'filtres=255' in \[convolutional\] at line {line}\)$"):
+        Network(path)
+
+
+def test_a_byte_order_mark_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "bom.cfg"  # as Windows editors save UTF-8
+    path.write_bytes(b"\xef\xbb\xbf" + TINY_CFG.encode())
+    with Network(path) as net:
+        assert len(net) > 0
+
+
 def test_repeated_option_names_the_value_used(tmp_path: Path) -> None:
     # darknet reads a repeated key's first value (yolov3-openimages.cfg sets batch twice)
     path = tmp_path / "twice.cfg"
@@ -190,7 +211,14 @@ def test_bad_frames_to_detector(tiny_cfg: Path) -> None:
             det.detect(np.zeros((8, 8, 3), np.float32))
         with pytest.raises(ArgumentError, match="thresh"):
             det.detect(np.zeros((8, 8, 3), np.uint8), thresh=2)
+        # a negative or NaN nms would silently turn NMS off (0 does, on purpose)
+        for nms in (-1, float("nan"), 1.5):
+            with pytest.raises(ArgumentError, match=r"nms must be in \[0, 1\] \(0: no NMS\)"):
+                det.detect(np.zeros((8, 8, 3), np.uint8), nms=nms)
+        with pytest.raises(ArgumentError, match="thresh must be a number, got '0.5'"):
+            det.detect(np.zeros((8, 8, 3), np.uint8), thresh="0.5")  # type: ignore[arg-type]
         assert det.detect(np.zeros((8, 8, 3), np.uint8), thresh=.99) == []
+        assert det.detect(np.zeros((8, 8, 3), np.uint8), thresh=.99, nms=0) == []
 
 
 def test_process_survives_everything(tmp_path: Path) -> None:

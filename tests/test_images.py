@@ -80,3 +80,16 @@ def test_strided_frame_equals_contiguous() -> None:
 def test_bad_frames_raise_image_error(bad, match: str) -> None:
     with pytest.raises(ImageError, match=match):
         frame_to_input(bad, 32, 32)
+
+
+def test_submodules_resolve_as_the_readme_uses_them() -> None:
+    """`pydarknet.image.frame_to_input` and `pydarknet.video.VideoReader`
+    after a bare `import pydarknet` (a fresh interpreter, nothing imported)."""
+    import subprocess
+    import sys
+
+    code = ("import pydarknet; print(pydarknet.image.frame_to_input.__name__, "
+            "pydarknet.video.VideoReader.__name__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["frame_to_input", "VideoReader"]

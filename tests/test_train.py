@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pydarknet import Network, NumericError
+from pydarknet import ArgumentError, Network, NumericError
 from pydarknet.cli import main
 from pydarknet.train import TrainOptions, train
 
@@ -137,18 +137,29 @@ def test_checkpoints_metrics_and_chart(tmp_path: Path, shapes_data: Path) -> Non
 
 def test_resume_continues_the_schedule(tmp_path: Path, shapes_data: Path) -> None:
     cfg = write_cfg(tmp_path)
-    full = train(options(cfg, shapes_data, tmp_path / "full"))
+    full_losses: list[float] = []
+    full = train(options(cfg, shapes_data, tmp_path / "full"), on_iteration=lambda s: full_losses.append(s.loss))
     # "interrupted" at iteration 2 (the .backup of a run that stopped there)
     first = train(options(cfg, shapes_data, tmp_path / "a", max_batches=2))
     assert first.iterations == 2
-    resumed_lrs: list[float] = []
+    resumed: list[tuple[float, float]] = []
     second = train(options(cfg, shapes_data, tmp_path / "b",
                            weights=tmp_path / "a" / "tiny-yolo.backup"),
-                   on_iteration=lambda s: resumed_lrs.append(s.learning_rate))
+                   on_iteration=lambda s: resumed.append((s.learning_rate, s.loss)))
     assert second.iterations == 6
-    assert resumed_lrs == pytest.approx([.01, .005, .005, .005], rel=1e-5)
+    assert [lr for lr, _ in resumed] == pytest.approx([.01, .005, .005, .005], rel=1e-5)
+    # the same seed goes on with iteration 3's images, not iteration 1's again:
+    # its loss (the weights after 2 updates, saved exactly) is the full run's
+    assert resumed[0][1] == pytest.approx(full_losses[2], rel=1e-6)
+    assert resumed[0][1] != pytest.approx(full_losses[0], rel=1e-3)
     assert header_seen(tmp_path / "b" / "tiny-yolo_final.weights") == 24
     assert full.final_weights is not None
+    # a checkpoint already at max_batches: an error, not an empty "done" that rewrites the weights
+    done = tmp_path / "b" / "tiny-yolo_final.weights"
+    before = done.read_bytes()
+    with pytest.raises(ArgumentError, match="already trained to iteration 6, and max_batches is 6"):
+        train(options(cfg, shapes_data, tmp_path / "b", weights=done))
+    assert done.read_bytes() == before
 
 
 def test_seeded_runs_are_repeatable(tmp_path: Path, shapes_data: Path) -> None:
@@ -198,8 +209,9 @@ def test_train_command(tmp_path: Path, shapes_data: Path) -> None:
     lines = result.output.splitlines()
     # darknet's lines: the wait for the batch, the iteration, the region layer
     assert re.fullmatch(r"Loaded: \d+\.\d{6} seconds", lines[0])
-    assert lines[1].startswith("1: ") and "rate" in lines[1] and "images" in lines[1]
-    assert lines[2].startswith("Region Avg IOU: ")
+    # darknet's order: the loss layer's line (printed during the forward), then the iteration's
+    assert lines[1].startswith("Region Avg IOU: ")
+    assert lines[2].startswith("1: ") and "rate" in lines[2] and "images" in lines[2]
     assert "done: 2 iterations" in lines[-1]
     # no .data beside the cfg and none given: a clear error
     missing = CliRunner().invoke(main, ["train", str(cfg), "--no-progress"])

@@ -99,6 +99,8 @@ dn_status dn_cfg_parse(const char *text, const char *source, dn_cfg *out)
     out->source = dn_strdup(source ? source : "<cfg>");
     if (!out->source) return DN_ERR_OOM;
     const char *p = text;
+    if ((unsigned char)p[0] == 0xEF && (unsigned char)p[1] == 0xBB && (unsigned char)p[2] == 0xBF)
+        p += 3; /* a UTF-8 byte-order mark (Windows editors), which darknet would choke on */
     int line_no = 0;
     char *line = NULL;
     size_t line_cap = 0;

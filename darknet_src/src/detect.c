@@ -144,6 +144,11 @@ static dn_status check_params(const dn_detect_params *p)
         return DN_FAIL(DN_ERR_ARG, "unknown resize mode %d", (int)p->resize);
     if (!(p->thresh >= 0 && p->thresh <= 1))
         return DN_FAIL(DN_ERR_ARG, "thresh must be in [0, 1], got %g", p->thresh);
+    if (!(p->hier_thresh >= 0 && p->hier_thresh <= 1))
+        return DN_FAIL(DN_ERR_ARG, "hier_thresh must be in [0, 1], got %g", p->hier_thresh);
+    /* 0 turns NMS off; a negative or NaN value would too, silently */
+    if (!(p->nms >= 0 && p->nms <= 1))
+        return DN_FAIL(DN_ERR_ARG, "nms must be in [0, 1] (0: no NMS), got %g", p->nms);
     return DN_OK;
 }
 

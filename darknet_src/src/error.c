@@ -41,6 +41,15 @@ void dn_error_prefix(const char *fmt, ...)
     memcpy(error_message, joined, used + rest + 1);
 }
 
+void dn_error_append(const char *fmt, ...)
+{
+    size_t used = strnlen(error_message, sizeof error_message);
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(error_message + used, sizeof error_message - used, fmt, args);
+    va_end(args);
+}
+
 DN_API const char *dn_last_error(void) { return error_message; }
 DN_API dn_status dn_last_error_status(void) { return error_status; }
 DN_API const char *dn_last_error_origin(void) { return error_origin; }

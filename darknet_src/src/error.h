@@ -22,4 +22,7 @@ dn_status dn_set_error_at(const char *src_file, int src_line, dn_status status, 
 /* Prefix the current message with more context ("layer 3: ..."). */
 void dn_error_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Append to the current message (a note on what may have caused it). */
+void dn_error_append(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 #endif

@@ -186,6 +186,35 @@ static const dn_option *first_with_key(const dn_section *s, const char *key)
     return NULL;
 }
 
+static int section_was_read(const dn_section *s)
+{
+    for (int j = 0; j < s->n_options; j++)
+        if (s->options[j].used) return 1;
+    return 0;
+}
+
+/* A cfg that failed to build: the unused options of the sections read
+ * before the one that failed (a misspelt key being a likely cause:
+ * "filtres=255" leaves filters=1, and the [yolo] after it fails), added to
+ * the error, since the warnings they would have been are never shown. */
+static void note_unused_options(const dn_cfg *cfg)
+{
+    int failed = cfg->n_sections - 1;  /* the last section read */
+    while (failed > 0 && !section_was_read(&cfg->sections[failed])) failed--;
+    int noted = 0;
+    for (int i = 0; i < failed && noted < 3; i++) {
+        const dn_section *s = &cfg->sections[i];
+        for (int j = 0; j < s->n_options && noted < 3; j++) {
+            const dn_option *o = &s->options[j];
+            if (o->used || first_with_key(s, o->key) != o) continue;
+            dn_error_append("%s unused option '%s=%s' in [%s] at line %d", noted ? "," : " (note:", o->key,
+                            o->value, s->name, o->line);
+            noted++;
+        }
+    }
+    if (noted) dn_error_append(")");
+}
+
 static dn_status collect_unused_options(dn_network *net, const dn_cfg *cfg, char **warnings)
 {
     size_t cap = 0, len = 0;
@@ -524,6 +553,7 @@ DN_API dn_status dn_network_create_from_text(const char *cfg_text, const char *n
     net->name = dn_strdup(cfg.source);
     dn_status st = net->name ? build_network(net, &cfg, params) : DN_ERR_OOM;
     if (st == DN_OK) st = collect_unused_options(net, &cfg, &net->warnings);
+    else if (st != DN_ERR_OOM) note_unused_options(&cfg);
     dn_cfg_free(&cfg);
     if (st != DN_OK) {
         dn_network_free(net);

@@ -282,7 +282,8 @@ DN_API dn_status dn_network_save_weights(dn_network *net, const char *path)
     snprintf(tmp, len + 32, "%s.tmp.%ld", path, (long)getpid());
     FILE *f = fopen(tmp, "wb");
     if (!f) {
-        dn_status st = DN_FAIL(DN_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+        /* named by the file asked for: the temporary name means nothing to the caller */
+        dn_status st = DN_FAIL(DN_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
         free(tmp);
         return st;
     }
