@@ -2,6 +2,8 @@
 bit for bit (the same float operations in the same order)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -82,14 +84,16 @@ def test_bad_frames_raise_image_error(bad, match: str) -> None:
         frame_to_input(bad, 32, 32)
 
 
-def test_submodules_resolve_as_the_readme_uses_them() -> None:
+def test_submodules_resolve_as_the_readme_uses_them(tmp_path: Path) -> None:
     """`pydarknet.image.frame_to_input` and `pydarknet.video.VideoReader`
-    after a bare `import pydarknet` (a fresh interpreter, nothing imported)."""
+    after a bare `import pydarknet` (a fresh interpreter, nothing imported;
+    run outside the checkout, so that it imports the installed package)."""
     import subprocess
     import sys
 
     code = ("import pydarknet; print(pydarknet.image.frame_to_input.__name__, "
             "pydarknet.video.VideoReader.__name__)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["frame_to_input", "VideoReader"]
