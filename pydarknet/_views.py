@@ -49,8 +49,6 @@ class HandleViews:
         """A float32 array of the `n` floats at `pointer`; `kind` is "params"
         (memory that lives as long as the handle) or "output" (memory a
         resize remakes)."""
-        if self.handle is None:
-            raise ArgumentError("the network is closed")
         if n == 0:
             return np.zeros(0, np.float32)
         memory = _Memory(int(ffi.cast("uintptr_t", pointer)), n, self.handle, kind, writeable)

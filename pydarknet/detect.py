@@ -8,7 +8,6 @@ results come back as one array.
 from __future__ import annotations
 
 import math
-
 import os
 import threading
 from dataclasses import dataclass

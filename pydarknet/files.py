@@ -12,16 +12,6 @@ from typing import Callable
 from .errors import DarknetIOError
 
 
-def _mode_for(target: Path) -> int:
-    """The permissions the written file gets: those of the file it replaces,
-    else what a plain open() would give (0666 less the umask), not
-    mkstemp's 0600."""
-    try:
-        return target.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        return 0o666 & ~_umask()
-
-
 def _umask() -> int:
     """The process umask, read without setting it where Linux tells it
     (os.umask can only read it by changing it, which races other threads)."""
@@ -42,11 +32,17 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     file is removed and `path` is left as it was.  A read-only `path` is
     refused.  OSError becomes DarknetIOError naming `path`."""
     target = Path(path)
-    if target.is_file() and not target.stat().st_mode & 0o222:  # root could, but it was made read-only
-        raise DarknetIOError(f"{target}: cannot write: the file is read-only")
+    # the written file gets the permissions of the one it replaces, else what
+    # a plain open() would give (0666 less the umask), not mkstemp's 0600
+    try:
+        mode = target.stat().st_mode & 0o7777
+    except OSError:  # not there yet
+        mode = 0o666 & ~_umask()
+    else:
+        if not mode & 0o222:  # root could write it, but it was made read-only
+            raise DarknetIOError(f"{target}: cannot write: the file is read-only")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        mode = _mode_for(target)
         fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         os.close(fd)
         tmp = Path(name)

@@ -160,19 +160,17 @@ def test_gpu_checks_pass_with_cudnn_convolutions(emulated_cudnn_package: Path, t
 
 
 TWO_GPUS = """
-    import ctypes, json, os
+    import json, os
     from pathlib import Path
-    import pydarknet
     from checks import rel, replica_case, trained_params
+    from emu_counters import collectives
     from pydarknet.errors import DarknetError
     from pydarknet.replicas import Trainer
 
-    engine = ctypes.CDLL(str(Path(pydarknet.__file__).parent / "libpydarknet.so"))
-    engine.dn_emu_collectives.restype = ctypes.c_ulonglong
     one, many, data = replica_case(Path(os.environ["CASE_DIR"]))
     out = {}
     for sync in ("allreduce", "darknet"):
-        before = engine.dn_emu_collectives()
+        before = collectives()
         # all-reduce: one replica with the whole batch; darknet: 2 CPU replicas
         reference = Trainer(one, seed=2) if sync == "allreduce" else \\
             Trainer(many, replicas=2, sync=sync, sync_every=2, seed=2)
@@ -182,7 +180,7 @@ TWO_GPUS = """
                 gpus.step(x, truth)
             out[sync] = {"error": rel(trained_params(gpus, 0), trained_params(cpu, 0)),
                          "replicas_identical": bool((trained_params(gpus, 0) == trained_params(gpus, 1)).all()),
-                         "collectives": engine.dn_emu_collectives() - before}
+                         "collectives": collectives() - before}
     errors = {}
     for name, gpus in (("missing", [0, 2]), ("oom", [0, 1])):
         if name == "oom":
@@ -194,22 +192,33 @@ TWO_GPUS = """
             errors[name] = f"{type(exc).__name__}: {exc}"
     out["errors"] = errors
     os.environ["DN_EMU_GPU_MB"] = "4096"
-    before = engine.dn_emu_collectives()
+    before = collectives()
     from checks import one_rank_allreduce
     one_rank = one_rank_allreduce(Path(os.environ["CASE_DIR"]))
     out["one_rank"] = {"passed": one_rank.passed, "detail": one_rank.detail,
-                       "collectives": engine.dn_emu_collectives() - before}
+                       "collectives": collectives() - before}
     print(json.dumps(out))
 """
 
 
+# collectives each build runs in TWO_GPUS: all-reduce steps, darknet-mode syncs, one-rank steps
+COLLECTIVES = {"host": (0, 0, 0),  # no NCCL: reduced through the host, one rank needs nothing
+               "nccl": (5, 2 * 2, 5)}  # one per step; steps 2 and 4: weights, BN statistics; one per step
+
+
 @pytest.mark.parametrize("streams", ["issue", "late", "late-except-newest"])
-def test_two_emulated_gpus_train_as_the_cpu_does(emulated_package: Path, tmp_path: Path, streams: str) -> None:
+@pytest.mark.parametrize("reduction", ["host", "nccl"])
+def test_two_emulated_gpus_train_as_the_cpu_does(request: pytest.FixtureRequest, tmp_path: Path, reduction: str,
+                                                 streams: str) -> None:
     """`--gpus 0,1` in both modes against CPU replicas (darknet mode) and one
-    replica with the whole batch (all-reduce; reduced through the host, no
-    NCCL in this build); a missing GPU and a full one are errors naming it.
-    The replicas' host threads share the emulated devices' stream queues."""
-    out = run_emulated(emulated_package, TWO_GPUS, DN_EMU_GPUS="2", CASE_DIR=str(tmp_path), DN_EMU_STREAMS=streams)
+    replica with the whole batch (all-reduce), reduced through the host or,
+    in the NCCL build, by cuda.cu's communicators and grouped all-reduces on
+    each replica's stream (emu_runtime/nccl.h: a collective starts when every
+    rank's stream has run what came before); one rank in all-reduce mode
+    trains as plain training; a missing GPU and a full one are errors naming
+    it.  The replicas' host threads share the emulated devices' stream queues."""
+    package = request.getfixturevalue("emulated_package" if reduction == "host" else "emulated_nccl_package")
+    out = run_emulated(package, TWO_GPUS, DN_EMU_GPUS="2", CASE_DIR=str(tmp_path), DN_EMU_STREAMS=streams)
     for sync in ("allreduce", "darknet"):
         assert out[sync]["error"] < 1e-4, out
     assert out["allreduce"]["replicas_identical"], out
@@ -217,28 +226,8 @@ def test_two_emulated_gpus_train_as_the_cpu_does(emulated_package: Path, tmp_pat
     assert missing and "GPU 2" in missing and "2 CUDA devices" in missing, missing
     assert oom and "out of GPU memory on GPU 1" in oom and "MemoryError" in oom, oom
     assert out["one_rank"]["passed"], out
-    assert out["allreduce"]["collectives"] == out["darknet"]["collectives"] == 0, out  # no NCCL: through the host
-    assert out["one_rank"]["collectives"] == 0, out
-
-
-@pytest.mark.parametrize("streams", ["issue", "late", "late-except-newest"])
-def test_two_emulated_gpus_all_reduce_through_nccl(emulated_nccl_package: Path, tmp_path: Path,
-                                                   streams: str) -> None:
-    """The NCCL build (cuda.cu's communicators and grouped all-reduces on each
-    replica's stream, emu_runtime/nccl.h): `--gpus 0,1` trains as the CPU
-    does in both modes, through NCCL (one collective per all-reduce step; in
-    darknet mode, the weight and statistics averages every 2 steps).  NCCL's
-    collectives start when every rank's stream has run what came before."""
-    out = run_emulated(emulated_nccl_package, TWO_GPUS, DN_EMU_GPUS="2", CASE_DIR=str(tmp_path),
-                       DN_EMU_STREAMS=streams)
-    for sync in ("allreduce", "darknet"):
-        assert out[sync]["error"] < 1e-4, out
-    assert out["allreduce"]["replicas_identical"], out
-    assert out["allreduce"]["collectives"] == 5, out  # 5 steps, each reducing the gradients
-    assert out["darknet"]["collectives"] == 2 * 2, out  # steps 2 and 4: the weights, the BN statistics
-    assert "GPU 2" in out["errors"]["missing"] and "out of GPU memory on GPU 1" in out["errors"]["oom"], out
-    # one replica in all-reduce mode: a one-rank NCCL reduction each step, as plain training
-    assert out["one_rank"]["passed"] and out["one_rank"]["collectives"] == 5, out
+    ran = (out["allreduce"]["collectives"], out["darknet"]["collectives"], out["one_rank"]["collectives"])
+    assert ran == COLLECTIVES[reduction], out
 
 
 def test_detection_on_frames_with_the_emulated_gpu_letterbox(emulated_package: Path) -> None:
@@ -319,17 +308,11 @@ def test_a_training_step_moves_only_images_truths_and_the_loss(emulated_package:
     activation, delta or weight goes through the host (darknet's GPU path
     pulls the region output down and pushes its delta up every pass)."""
     out = run_emulated(emulated_package, """
-        import ctypes, json, os, re
+        import json, os, re
         from pathlib import Path
-        import pydarknet
         from checks import replica_case
+        from emu_counters import traffic
         from pydarknet import Network
-        engine = ctypes.CDLL(str(Path(pydarknet.__file__).parent / "libpydarknet.so"))
-
-        def traffic():
-            counts = (ctypes.c_ulonglong * 4)()
-            engine.dn_emu_traffic(counts)
-            return list(counts)
 
         one, _, data = replica_case(Path(os.environ["CASE_DIR"]))
         with Network(one, train=True, batch=0, device="cuda:0") as net:
@@ -360,18 +343,12 @@ def test_device_memory_comes_back(emulated_package: Path, tmp_path: Path) -> Non
     device memory where it was, and networks created, trained (loss
     scratch, copy stream, spare input), resized and freed return it all."""
     out = run_emulated(emulated_package, """
-        import ctypes, gc, json, os
+        import gc, json, os
         from pathlib import Path
         import numpy as np
-        import pydarknet
         from conftest import TINY_CFG
+        from emu_counters import device_memory
         from pydarknet import Detector, Network
-        engine = ctypes.CDLL(str(Path(pydarknet.__file__).parent / "libpydarknet.so"))
-
-        def device_memory():
-            now = (ctypes.c_ulonglong * 2)()
-            engine.dn_emu_device_memory(now)
-            return list(now)
 
         cfg = Path(os.environ["CASE_DIR"]) / "tiny.cfg"
         cfg.write_text(TINY_CFG.replace("batch=1\\nsubdivisions=1", "batch=4\\nsubdivisions=2"))

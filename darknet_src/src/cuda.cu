@@ -623,7 +623,7 @@ extern "C" dn_status dn_cuda_update(dn_network *net, const dn_update_args *a, in
         dn_sgd_gpu(gpu, l->gpu.weights, l->gpu.weight_grads, l->gpu.weight_velocity, l->n_weights,
                    lr_over_batch, a->momentum, a->decay * a->batch);
     }
-    DN_TRY(drain(gpu));
+    if (gpu->error != DN_OK) return drain(gpu);  // else the finite check below waits for the stream
     *params_finite = dn_all_finite_gpu(gpu, net->params_gpu, net->n_params);
     DN_TRY(take_recorded(gpu));
     return DN_OK;
