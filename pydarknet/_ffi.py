@@ -68,8 +68,14 @@ def check(status: int) -> None:
 
 
 def path_arg(path: str | os.PathLike[str]) -> bytes:
-    """A filesystem path as the C library takes it."""
-    return os.fsencode(Path(path))
+    """A filesystem path as the C library takes it (ArgumentError for what
+    is not a path, or holds a NUL byte, which C would cut the path at)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ArgumentError(f"expected a file path (str or os.PathLike), got {type(path).__name__}")
+    encoded = os.fsencode(Path(path))
+    if b"\0" in encoded:
+        raise ArgumentError(f"a file path may not contain a NUL byte: {os.fsdecode(encoded)!r}")
+    return encoded
 
 
 def text(ptr: object) -> str:

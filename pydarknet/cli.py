@@ -103,7 +103,8 @@ def summary(cfg: Path, width: int, height: int) -> None:
               default=Path("predictions"), show_default=True,
               help="Where annotated images (and videos, as .mp4) are written.")
 @click.option("--no-save", is_flag=True, help="Do not write annotated images or videos.")
-@click.option("--threads", default=0, help="Worker threads (0 = all CPUs).")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Worker threads (0 = all CPUs).")
 @click.option("--device", default="cpu", show_default=True,
               help="cpu, or cuda:N on a CUDA build of pydarknet.")
 def detect(cfg: Path, weights: Path, images: tuple[Path, ...], names: Path | None, thresh: float,
@@ -252,7 +253,9 @@ def train_command(cfg: Path, data: Path | None, weights: Path | None, max_batche
     from .train import IterationStats, TrainOptions, train
 
     def report(stats: IterationStats) -> None:
-        if not progress:  # darknet's order: the batch's wait, the loss layers' lines, the iteration's
+        if not progress:  # darknet's order: the new size, the batch's wait, the loss layers' lines, the iteration's
+            if stats.scale_drawn:
+                click.echo(f"Resizing\n{stats.scale_drawn}")
             click.echo(f"Loaded: {stats.load_seconds:f} seconds")
             for s in stats.layers:
                 click.echo(f"Region Avg IOU: {s.avg_iou:f}, Class: {s.avg_class:f}, Obj: "

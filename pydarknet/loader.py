@@ -150,6 +150,11 @@ class ScaleSchedule:
         """The largest input size the schedule can give."""
         return (max(self.base[0], 608), max(self.base[1], 608)) if self.random else self.base
 
+    def draws_at(self, step: int, first_step: int) -> bool:
+        """Whether step `step` of a run that began at `first_step` draws a
+        size (darknet's "Resizing" iterations)."""
+        return self.random and (step % 10 == 0 or step == first_step)
+
     def size(self, step: int, batch_num: int) -> tuple[int, int]:
         """Input size for the `step`-th step of this run (at batch_num)."""
         if not self.random:

@@ -28,6 +28,8 @@ PARAM_KINDS = {
 
 def parse_device(device: str) -> int:
     """"cpu" -> -1, "cuda" -> 0, "cuda:N" -> N."""
+    if not isinstance(device, str):
+        raise ArgumentError(f"device must be 'cpu' or 'cuda:N', got {device!r}")
     d = device.strip().lower()
     if d == "cpu":
         return -1
@@ -36,6 +38,15 @@ def parse_device(device: str) -> int:
     if d.startswith("cuda:") and d[5:].isdigit():
         return int(d[5:])
     raise ArgumentError(f"device must be 'cpu' or 'cuda:N', got {device!r}")
+
+
+def _whole_number(name: str, value: object) -> int:
+    """`value` as a C int (ArgumentError for bools, floats, strings)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentError(f"{name} must be an integer, got {value!r}")
+    if not -2**31 <= value < 2**31:
+        raise ArgumentError(f"{name} is out of range: {value}")
+    return value
 
 
 class CfgWarning(UserWarning):
@@ -144,16 +155,17 @@ class Network:
                  threads: int = 0, width: int = 0, height: int = 0, train: bool = False,
                  device: str = "cpu") -> None:
         self._lock = threading.RLock()
+        cfg_arg = path_arg(cfg)
         self.cfg_path = Path(cfg)
         params = ffi.new("dn_network_params *", lib.dn_network_default_params())
-        params.threads = threads
-        params.batch = batch
+        params.threads = _whole_number("threads", threads)
+        params.batch = _whole_number("batch", batch)
         params.train = 1 if train else 0
-        params.width = width
-        params.height = height
+        params.width = _whole_number("width", width)
+        params.height = _whole_number("height", height)
         params.gpu = parse_device(device)
         out = ffi.new("dn_network **")
-        check(lib.dn_network_create(path_arg(cfg), params, out))
+        check(lib.dn_network_create(cfg_arg, params, out))
         self._handle: Any = ffi.gc(out[0], lib.dn_network_free)
         self._views = HandleViews(self._handle)
         self._owner: Any = None
@@ -293,8 +305,10 @@ class Network:
         With partial=False the file must fit the cfg exactly.  With
         partial=True (pretrained backbones such as darknet53.conv.74) the file
         may end at a layer boundary and the rest keep their values; `cutoff`
-        limits loading to layers [0, cutoff).  Returns the number of layers
-        covered (1 + the last layer read).
+        limits loading to layers [0, cutoff).  Returns n: layers [0, n) hold
+        the file's values or have none (len(self) for a whole file; the
+        cutoff; or the first layer with weights that a short file did not
+        reach).
         """
         if isinstance(cutoff, bool) or not isinstance(cutoff, int) or cutoff < 0:
             raise ArgumentError(f"cutoff must be a layer count >= 0 (0: all layers), got {cutoff!r}")

@@ -105,7 +105,8 @@ class Trainer:
 
     def load_weights(self, path: str | os.PathLike[str]) -> int:
         """Weights for every replica; a partial file (pretrained backbone)
-        loads the layers it holds.  Returns 1 + the last layer loaded."""
+        loads the layers it holds.  Returns n: layers [0, n) hold the
+        file's values or have none (as Network.load_weights)."""
         loaded = ffi.new("int *")
         check(lib.dn_trainer_load_weights(self.handle, path_arg(path), loaded))
         return int(loaded[0])

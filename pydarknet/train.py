@@ -96,6 +96,10 @@ class IterationStats:
     replica_images_per_second: tuple[float, ...] = ()
     sync_seconds: float = 0.0
     load_seconds: float = 0.0  # waiting for the batch (darknet's "Loaded: ... seconds")
+    # multi-scale training drew this iteration's size, every 10 iterations and
+    # at the first of a run (darknet then prints "Resizing" and the size,
+    # drawn anew or not); 0 where it drew none
+    scale_drawn: int = 0
 
     def darknet_line(self) -> str:
         return (f"{self.iteration}: {self.loss:f}, {self.avg_loss:f} avg, {self.learning_rate:f} "
@@ -304,7 +308,8 @@ def _train(options: TrainOptions, cfg: Path, data: DataConfig, train_list: Path,
                     width=batch.width, height=batch.height, layers=step_result.layers,
                     replica_images_per_second=tuple(share / s if s > 0 else 0.0
                                                     for s in step.replica_seconds),
-                    sync_seconds=step.sync_seconds, load_seconds=load_seconds)
+                    sync_seconds=step.sync_seconds, load_seconds=load_seconds,
+                    scale_drawn=batch.width if schedule.draws_at(batch.step, start_batch) else 0)
                 result.iterations, result.avg_loss = iteration, avg_loss
                 if on_iteration:
                     on_iteration(stats)

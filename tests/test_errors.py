@@ -90,6 +90,27 @@ def test_missing_cfg_and_binary_cfg(tmp_path: Path) -> None:
         Network(tmp_path)  # a directory
 
 
+def test_arguments_that_are_not_paths_or_numbers(tiny_cfg: Path) -> None:
+    """What C would misread is refused in Python: a NUL byte would cut the
+    path short (opening 'a' for 'a\\0b'), a float or string would not be an
+    int, a number past an int would wrap."""
+    (tiny_cfg.parent / "a").write_bytes(tiny_cfg.read_bytes())
+    for path, message in [(None, "file path.*NoneType"), (3, "file path.*int"),
+                          (str(tiny_cfg.parent / "a") + "\0b", "NUL byte")]:
+        with pytest.raises(ArgumentError, match=message):
+            Network(path)  # type: ignore[arg-type]
+    for options, message in [({"batch": "4"}, "batch must be an integer"),
+                             ({"threads": 2.5}, "threads must be an integer"),
+                             ({"width": True}, "width must be an integer"),
+                             ({"height": 2**40}, "height is out of range"),
+                             ({"device": 0}, "device must be")]:
+        with pytest.raises(ArgumentError, match=message):
+            Network(tiny_cfg, **options)  # type: ignore[arg-type]
+    with Network(tiny_cfg) as net, pytest.raises(ArgumentError, match="NUL byte"):
+        net.save_weights(str(tiny_cfg.parent / "w.weights") + "\0x")
+    assert not (tiny_cfg.parent / "w.weights").exists()
+
+
 def test_errors_are_also_builtin_exceptions(tmp_path: Path) -> None:
     path = tmp_path / "bad.cfg"
     path.write_text(NET + CONV.replace("filters=4", "filters=x"))

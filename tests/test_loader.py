@@ -168,6 +168,10 @@ def test_multiscale_schedule_is_darknets() -> None:
     assert len(set(sizes)) > 3
     assert schedule.size(5, 900) == (608, 608)  # the last 200 batches at 608
     assert ScaleSchedule(False, 416, 352, 0, 10).size(7, 3) == (416, 352)
+    # darknet's "Resizing" iterations: every 10th, and the first of a (resumed) run
+    assert [s for s in range(25) if schedule.draws_at(s, 0)] == [0, 10, 20]
+    assert [s for s in range(7, 25) if schedule.draws_at(s, 7)] == [7, 10, 20]
+    assert not ScaleSchedule(False, 416, 416, 0, 10).draws_at(0, 0)
     assert sample_seed(1, 2) != sample_seed(2, 1)
 
 

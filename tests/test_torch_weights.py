@@ -230,12 +230,17 @@ def test_partial_file_as_the_engine(tmp_path: Path) -> None:
     backbone = tmp_path / "backbone.weights"
     backbone.write_bytes(full[:size])
     loaded = model.load_darknet_weights(backbone, partial=True)
+    whole = shared_path("models/yolov3-tiny.weights")
     with Network(cfg, threads=1) as net:
-        assert loaded == net.load_weights(backbone, partial=True) == 3
+        # layers [0, 4) hold the file's values or have none: 4 is the first it did not reach
+        assert loaded == net.load_weights(backbone, partial=True) == 4
         engine = net.params(2)["weights"].copy()
+        # a whole file covers every layer, partial or not (the [yolo] layer last included)
+        assert net.load_weights(whole, partial=True) == net.load_weights(whole) == len(net)
+        assert net.load_weights(whole, partial=True, cutoff=5) == 5
     assert np.array_equal(model.layers[2].conv.weight.detach().numpy().ravel(), engine)
-    assert model.load_darknet_weights(shared_path("models/yolov3-tiny.weights"), partial=True,
-                                      cutoff=5) == 5
+    assert model.load_darknet_weights(whole, partial=True, cutoff=5) == 5
+    assert model.load_darknet_weights(whole, partial=True) == len(model.layers)
 
 
 # ---- the command line -------------------------------------------------------------------

@@ -218,6 +218,22 @@ def test_train_command(tmp_path: Path, shapes_data: Path) -> None:
     assert missing.exit_code == 1 and "tiny-yolo.data" in missing.output
 
 
+def test_train_command_prints_darknets_resizing_lines(tmp_path: Path, shapes_data: Path) -> None:
+    """random=1: darknet prints "Resizing" and the drawn size before the
+    batch's "Loaded" line, at the first iteration of a run and every 10th
+    (test_loader checks which; here 608: the last 200 batches train at 608)."""
+    cfg = tmp_path / "tiny-yolo.cfg"
+    cfg.write_text(CFG.format(lr=.001, max_batches=2).replace("random=0", "random=1"))
+    result = CliRunner().invoke(main, ["train", str(cfg), "--data", str(shapes_data),
+                                       "--backup", str(tmp_path / "bk"), "--seed", "1",
+                                       "--no-progress", "--threads", "2"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[:3] == ["Resizing", "608", lines[2]] and lines[2].startswith("Loaded: ")
+    assert lines[4].startswith("1: ") and lines[5].startswith("Loaded: ")  # none at iteration 2
+    assert lines.count("Resizing") == 1
+
+
 def test_loader_threads_default_to_the_cpus_only_for_gpus(tmp_path: Path) -> None:
     from pydarknet.loader import default_workers
     from pydarknet.train import TrainOptions, loader_threads

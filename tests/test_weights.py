@@ -2,6 +2,8 @@
 and clear errors for files that do not fit the cfg."""
 from __future__ import annotations
 
+import os
+import stat
 import struct
 from pathlib import Path
 
@@ -204,11 +206,32 @@ def test_failed_save_keeps_the_old_file(tmp_path: Path, tiny_cfg: Path) -> None:
         net.randomize(9)
         with pytest.raises(DarknetIOError):
             net.save_weights(tmp_path / "missing-dir" / "model.weights")
-        # a directory in the way of the rename: the write succeeds, the rename fails
+        # a directory in the way
         (tmp_path / "blocked.weights").mkdir()
         (tmp_path / "blocked.weights" / "keep").write_text("x")
-        with pytest.raises(DarknetIOError, match="cannot replace"):
+        with pytest.raises(DarknetIOError, match="blocked.weights': not a regular file"):
             net.save_weights(tmp_path / "blocked.weights")
+        # a read-only file is refused, as the Python writers refuse it
+        target.chmod(0o444)
+        with pytest.raises(DarknetIOError, match="model.weights': the file is read-only"):
+            net.save_weights(target)
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocked.weights", "model.weights",
                                                           "tiny.cfg"]
+
+
+def test_save_keeps_the_permissions_of_the_file_it_replaces(tmp_path: Path, tiny_cfg: Path) -> None:
+    """A replaced file keeps its mode (not the temporary file's 0600); a new
+    one gets what a plain open gives: 0666 less the umask."""
+    old_umask = os.umask(0o027)
+    try:
+        with Network(tiny_cfg) as net:
+            net.save_weights(tmp_path / "new.weights")
+            (tmp_path / "shared.weights").write_bytes(b"")
+            (tmp_path / "shared.weights").chmod(0o664)
+            net.save_weights(tmp_path / "shared.weights")
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE((tmp_path / "new.weights").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "shared.weights").stat().st_mode) == 0o664
+    assert (tmp_path / "shared.weights").stat().st_size == (tmp_path / "new.weights").stat().st_size

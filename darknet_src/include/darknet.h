@@ -190,7 +190,9 @@ dn_status dn_network_load_weights(dn_network *net, const char *path);
  * The file may end at a layer boundary before the cutoff (pretrained
  * backbones such as darknet19_448.conv.23: the rest keeps its initial
  * values) and may hold more after it; a file ending inside a layer is an
- * error.  *layers_loaded (may be NULL) gets 1 + the last layer read. */
+ * error.  *layers_loaded (may be NULL) gets n: layers [0, n) hold the
+ * file's values or have none (the cutoff, or the first layer with weights
+ * the file did not reach; the layer count for a whole file). */
 dn_status dn_network_load_weights_upto(dn_network *net, const char *path, int cutoff,
                                        int *layers_loaded);
 dn_status dn_network_save_weights(dn_network *net, const char *path);

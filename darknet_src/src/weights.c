@@ -190,14 +190,16 @@ static dn_status load_weights(dn_network *net, const char *path, int cutoff, int
     int saved_major = net->weights_major, saved_minor = net->weights_minor;
     net->weights_major = major;
     net->weights_minor = minor;
-    int loaded = 0;
+    int covered = cutoff; /* layers [0, covered) hold the file's values (or need none) */
     dn_status status = DN_OK;
     for (int i = 0; i < cutoff && status == DN_OK; i++) {
         dn_layer *l = &net->layers[i];
         if (!layer_has_payload(l)) continue;
-        if (partial && r.offset == r.size) break; /* the file ends at a layer boundary */
+        if (partial && r.offset == r.size) { /* the file ends at a layer boundary */
+            covered = i;
+            break;
+        }
         status = load_layer(&r, net, l, expected_total);
-        if (status == DN_OK) loaded = i + 1;
     }
     fclose(r.file);
     dn_network_params_changed(net); /* also after a failure part-way: some layers were read */
@@ -213,7 +215,7 @@ static dn_status load_weights(dn_network *net, const char *path, int cutoff, int
         net->host_params_stale = 0;
         net->device_params_stale = 1; /* uploaded before the next forward */
     }
-    if (layers_loaded) *layers_loaded = loaded;
+    if (layers_loaded) *layers_loaded = covered;
     return DN_OK;
 }
 
@@ -271,22 +273,59 @@ static int save_layer(FILE *f, const dn_network *net, const dn_layer *l)
     return 1;
 }
 
-DN_API dn_status dn_network_save_weights(dn_network *net, const char *path)
+/* The process's umask, read without changing it (umask() would, for every
+ * thread): /proc's "Umask:" line, else the usual 022. */
+static mode_t current_umask(void)
 {
-    if (!net || !path) return DN_FAIL(DN_ERR_ARG, "network and path must not be NULL");
-    dn_network_ensure_params(net);
-    DN_TRY(dn_network_sync_host_params(net));
-    size_t len = strlen(path);
-    char *tmp = malloc(len + 32);
-    if (!tmp) return DN_FAIL(DN_ERR_OOM, "out of memory");
-    snprintf(tmp, len + 32, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        /* named by the file asked for: the temporary name means nothing to the caller */
-        dn_status st = DN_FAIL(DN_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
-        free(tmp);
-        return st;
+    unsigned mask = 022;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return (mode_t)mask;
+    char line[256];
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "Umask: %o", &mask) == 1) break;
+    fclose(f);
+    return (mode_t)mask;
+}
+
+/* A new temporary file beside `path` (its name in *tmp_out, freed by the
+ * caller), with the permissions of the file it will replace, else what a
+ * plain fopen would give; a read-only `path` is refused, as the Python
+ * writers refuse it. */
+static dn_status open_replacement(const char *path, char **tmp_out, FILE **file_out)
+{
+    *tmp_out = NULL;
+    *file_out = NULL;
+    mode_t mode;
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        if (!S_ISREG(st.st_mode)) return DN_FAIL(DN_ERR_IO, "cannot write '%s': not a regular file", path);
+        if (!(st.st_mode & 0222)) return DN_FAIL(DN_ERR_IO, "cannot write '%s': the file is read-only", path);
+        mode = st.st_mode & 07777;
+    } else {
+        mode = 0666 & ~current_umask();
     }
+    size_t len = strlen(path) + sizeof ".tmp.XXXXXX";
+    char *tmp = malloc(len);
+    if (!tmp) return DN_FAIL(DN_ERR_OOM, "out of memory");
+    snprintf(tmp, len, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp); /* a unique name: two savers of one path never share it */
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "wb");
+    if (!f || fchmod(fd, mode) != 0) {
+        /* named by the file asked for: the temporary name means nothing to the caller */
+        dn_status st_fail = DN_FAIL(DN_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
+        if (f) fclose(f);
+        else if (fd >= 0) close(fd);
+        if (fd >= 0) remove(tmp);
+        free(tmp);
+        return st_fail;
+    }
+    *tmp_out = tmp;
+    *file_out = f;
+    return DN_OK;
+}
+
+static int write_weights_file(FILE *f, dn_network *net)
+{
     int32_t header[3] = {net->weights_major, net->weights_minor, net->weights_revision};
     int ok = fwrite(header, sizeof header[0], 3, f) == 3;
     if (seen_is_64bit(net->weights_major, net->weights_minor)) {
@@ -301,9 +340,23 @@ DN_API dn_status dn_network_save_weights(dn_network *net, const char *path)
         if (!layer_has_payload(l) || l->dontsave) continue;
         ok = save_layer(f, net, l);
     }
-    ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    return ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
+}
+
+DN_API dn_status dn_network_save_weights(dn_network *net, const char *path)
+{
+    if (!net || !path) return DN_FAIL(DN_ERR_ARG, "network and path must not be NULL");
+    dn_network_ensure_params(net);
+    DN_TRY(dn_network_sync_host_params(net));
+    char *tmp;
+    FILE *f;
+    DN_TRY(open_replacement(path, &tmp, &f));
+    int ok = write_weights_file(f, net);
     int err = errno;
-    if (fclose(f) != 0) ok = 0;
+    if (fclose(f) != 0 && ok) {
+        ok = 0;
+        err = errno;
+    }
     if (!ok) {
         remove(tmp);
         dn_status st = DN_FAIL(DN_ERR_IO, "error writing '%s': %s (nothing was replaced)", path,

@@ -193,8 +193,9 @@ def load_darknet_weights(model: "DarknetModel", path: str | os.PathLike[str], *,
     bytes are left over); partial=True accepts a file that ends at a layer
     boundary (pretrained backbones such as darknet53.conv.74), and `cutoff`
     limits loading to layers [0, cutoff).  The header's version and seen
-    are kept on the model.  Returns the number of layers covered (1 + the
-    last layer read; all layers when partial=False and cutoff=0).
+    are kept on the model.  Returns n, as the engine: layers [0, n) hold the
+    file's values or have none (all layers for a whole file; the cutoff; or
+    the first layer with weights that a short file did not reach).
     """
     p = Path(path)
     data = _read_bytes(p)
@@ -216,12 +217,13 @@ def load_darknet_weights(model: "DarknetModel", path: str | os.PathLike[str], *,
                            f"file has {len(data)} ({len(data) - expected} bytes too many: a "
                            "different cfg, or a different filters= count?)")
     offset = header.size
-    loaded = 0
+    covered = end
     # read everything first, then copy: a failure leaves the model unchanged
     arrays: list[tuple[_Block, np.ndarray]] = []
     for index, blocks in layers:
         if partial and offset == len(data):
-            break  # the file ends at a layer boundary
+            covered = index  # the file ends at a layer boundary
+            break
         for block in blocks:
             count = block.tensor.numel()
             if offset + 4 * count > len(data):
@@ -233,13 +235,12 @@ def load_darknet_weights(model: "DarknetModel", path: str | os.PathLike[str], *,
             if block.transposed_from is not None:
                 values = values.reshape(block.transposed_from).T
             arrays.append((block, values.reshape(tuple(block.tensor.shape))))
-        loaded = index + 1
     with torch.no_grad():
         for block, values in arrays:
             block.tensor.copy_(torch.from_numpy(np.array(values, dtype=np.float32)))
     model.weights_version = (header.major, header.minor, header.revision)
     model.seen = header.seen
-    return loaded if (partial or cutoff) else n_layers
+    return covered
 
 
 # ---- write ----------------------------------------------------------------------------------
