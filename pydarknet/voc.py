@@ -223,6 +223,7 @@ def convert_voc(voc_root: str | os.PathLike[str], out_dir: str | os.PathLike[str
     # Which ids go where.
     chosen: list[tuple[str, Path, str, bool]] = []  # (year, folder, id, is_valid)
     seen: set[tuple[str, str]] = set()
+    valid_in_train = 0  # ids of the valid sets already taken for training
     for want_valid, set_names in ((False, sets), (True, valid_sets)):
         for year, folder in year_dirs:
             for s in set_names:
@@ -233,18 +234,22 @@ def convert_voc(voc_root: str | os.PathLike[str], out_dir: str | os.PathLike[str
                     continue
                 for image_id in _read_set(set_file):
                     if (year, image_id) in seen:
+                        valid_in_train += want_valid
                         continue
                     seen.add((year, image_id))
                     chosen.append((year, folder, image_id, want_valid))
     if not any(v for *_, v in chosen):
+        found = (f"every image of the {'/'.join(valid_sets)} set ({valid_in_train}) is in the "
+                 f"training sets ({'/'.join(sets)})" if valid_in_train else
+                 f"no {'/'.join(valid_sets)} set found")
         train_idx = [i for i, c in enumerate(chosen)]
         n_valid = int(round(valid_fraction * len(train_idx)))
         if valid_fraction > 0 and len(train_idx) >= 2:
             n_valid = min(max(n_valid, 1), len(train_idx) - 1)
         pick = set(np.random.default_rng(seed).permutation(len(train_idx))[:n_valid].tolist())
         chosen = [(y, f, i, k in pick) for k, (y, f, i, _) in enumerate(chosen)]
-        summary.notes.append(f"no {'/'.join(valid_sets)} set found: {n_valid} of the training "
-                             f"images (seeded {valid_fraction:.0%}) form the validation list")
+        summary.notes.append(f"{found}: {n_valid} of the training images (seeded "
+                             f"{valid_fraction:.0%}) form the validation list")
 
     roots: dict[str, str] = {}
     for year, folder in year_dirs:

@@ -119,6 +119,12 @@ def test_no_validation_set_falls_back_to_a_split(tmp_path: Path) -> None:
     both = {**labels_of(out, "train.txt"), **labels_of(out, "valid.txt")}
     assert both == {k: v for k, v in EXPECTED.items() if k.startswith("VOC2007")}
     assert any("no nope set found: 1 of the training images" in n for n in s.notes)
+    # a validation set that is all in the training sets is said so, not "not found"
+    s = convert_voc(root, tmp_path / "out2", years=["2007"], sets=["train", "val"],
+                    valid_sets=["val"], valid_fraction=0.34, progress=False)
+    assert (s.images_train, s.images_valid) == (2, 1)
+    assert any("every image of the val set (" in n and "is in the training sets (train/val): 1 of"
+               in n for n in s.notes), s.notes
 
 
 def test_custom_names(tmp_path: Path) -> None:
