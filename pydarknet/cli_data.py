@@ -158,8 +158,8 @@ def data_coco(instances_json: Path, images_dir: Path, out_dir: Path, keep_crowd:
     to the image; zero-area boxes, boxes outside the image and annotations of
     unknown images or categories are dropped and counted; images whose file
     is missing are left out.  Prints a summary.  The path of OUT_DIR itself
-    must not contain `images` or `JPEGImages` (darknet would then look for the
-    labels elsewhere).
+    must not contain `images`, `JPEGImages` or `raw` (darknet would then look
+    for the labels elsewhere).
 
     \b
     Example:

@@ -17,7 +17,7 @@ When IMAGES_DIR already lies under OUT_DIR/images/, the images are listed in
 place and no link is made.  The input folders are never written to.  Each
 label path is computed with darknet's rule (`data.label_path_for`) from the
 listed path, and the conversion refuses an OUT_DIR whose own path contains
-`images` or `JPEGImages` (darknet would then look for labels elsewhere).
+`images`, `JPEGImages` or `raw` (darknet would then look for labels elsewhere).
 
 Conversion rules: COCO category ids are mapped to 0..N-1 in sorted id order
 (80 classes for COCO 2017); `bbox` [x, y, w, h] (top-left, pixels) is
@@ -336,7 +336,7 @@ def _check_out_dir(out_dir: Path) -> None:
     probe = out_dir / "images" / "x.jpg"
     expected = out_dir / "labels" / "x.txt"
     if label_path_for(probe) != expected:
-        raise DataError(f"OUT_DIR {out_dir} contains 'images' or 'JPEGImages' in its path: darknet "
+        raise DataError(f"OUT_DIR {out_dir} contains 'images', 'JPEGImages' or 'raw' in its path: darknet "
                         f"would look for the labels of {probe} at {label_path_for(probe)}. "
                         "Choose an OUT_DIR without them.")
 

@@ -12,11 +12,12 @@
   list).  So a dataset folder with relative paths works from its own folder
   (darknet) and from anywhere (pydarknet).
 - darknet finds an image's label file from the image path as written in the
-  list (`label_path_for`): the first `images` becomes `labels`, then the
-  first `JPEGImages` becomes `labels`, and the image extension becomes
-  `.txt`.  (pjreddie's darknet also replaces the first `raw` with `labels`
-  and replaces `.jpg` etc. wherever they first occur; here the extension is
-  the file's suffix and `raw` is left alone.)
+  list (`label_path_for`), as pjreddie's darknet: the first `images`
+  becomes `labels`, then the first `JPEGImages`, then the first `raw`
+  (`/data/raw/images/a.jpg` -> `/data/labels/labels/a.txt`); then the
+  first `.jpg`, `.png`, `.JPG` and `.JPEG` become `.txt`, wherever they
+  occur.  Other image extensions (`.jpeg`, `.bmp`, ...), for which darknet
+  would read the image itself as its labels, become `.txt` too.
 - A label file has one line per object: `class x_center y_center width
   height`, the four numbers relative to the image size; x, y in [0, 1] and
   w, h in (0, 1].  pjreddie's darknet exits when a label file is missing,
@@ -228,24 +229,40 @@ def write_names(path: str | os.PathLike[str], names: Sequence[str]) -> Path:
 # -- image lists and label paths -------------------------------------------------
 
 
+# the extensions pjreddie's darknet turns into .txt, in its order
+DARKNET_LABEL_EXTENSIONS = (".jpg", ".png", ".JPG", ".JPEG")
+
+
 def label_path_for(image_path: str | os.PathLike[str]) -> Path:
-    """darknet's label file for an image: the first `images` -> `labels`,
-    the first `JPEGImages` -> `labels`, the image extension -> `.txt`.
-    Applied to the path as written (not resolved), as darknet does."""
+    """darknet's label file for an image (see the module's notes): the first
+    `images`, `JPEGImages` and `raw` -> `labels`, then `.jpg`, `.png`,
+    `.JPG`, `.JPEG` -> `.txt` each where it first occurs.  Applied to the
+    path as written (not resolved), as darknet does."""
     return Path(label_path_str(os.fspath(image_path)))
 
 
 def label_path_str(image_path: str) -> str:
     """`label_path_for` on a string, returning a string (fast path for
     converters handling 100k images)."""
+    # darknet's quirk, reproduced: first occurrences anywhere in the path,
+    # so /data/raw/... and drawing.jpg are rewritten too
     s = image_path.replace("images", "labels", 1).replace("JPEGImages", "labels", 1)
+    s = s.replace("raw", "labels", 1)
     slash = max(s.rfind("/"), s.rfind(os.sep))
     dot = s.rfind(".")
     ext = s[dot:] if dot > slash + 1 else ""
     if ext.lower() not in IMAGE_EXTENSIONS:
         raise DataError(f"{image_path}: not an image file name (darknet derives the label path "
                         f"by replacing the image extension: {', '.join(IMAGE_EXTENSIONS[:5])}...)")
-    return s[:dot] + ".txt"
+    if ext not in DARKNET_LABEL_EXTENSIONS:
+        return s[:dot] + ".txt"
+    for darknet_ext in DARKNET_LABEL_EXTENSIONS:
+        s = s.replace(darknet_ext, ".txt", 1)
+    if not s.endswith(".txt"):
+        raise DataError(f"{image_path}: darknet would read the image itself as its label file "
+                        f"({s}): an earlier '.jpg' or '.png' in the path takes the extension's "
+                        f"place; rename that folder")
+    return s
 
 
 @dataclass(frozen=True)

@@ -205,8 +205,9 @@ def test_bad_fields(tmp_path: Path, edit, message: str) -> None:
 
 
 def test_refused_layouts(src: Path, tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="contains 'images' or 'JPEGImages'"):
-        convert_coco(SMALL_JSON, src, tmp_path / "my_images" / "out", progress=False)
+    for folder in ("my_images", "raw"):  # darknet would look for the labels elsewhere
+        with pytest.raises(DataError, match="contains 'images', 'JPEGImages' or 'raw'"):
+            convert_coco(SMALL_JSON, src, tmp_path / folder / "out", progress=False)
     doc = small_doc()
     doc["images"][0]["file_name"] = "../escape.jpg"
     with pytest.raises(DataError, match="must be a relative path inside the image folder"):

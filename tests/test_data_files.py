@@ -1,6 +1,8 @@
 """.data, .names, image lists, label paths and label files."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +107,9 @@ def test_names_read_write(tmp_path: Path) -> None:
     ("x/images/y.bmp", "x/labels/y.txt"),
     ("images/y.jpeg", "labels/y.txt"),
     ("images/JPEGImages/z.jpg", "labels/labels/z.txt"),
+    ("/data/raw/images/a.jpg", "/data/labels/labels/a.txt"),    # darknet's `raw`, first
+    ("images/drawing.jpg", "labels/dlabelsing.txt"),            # ... wherever it is
+    ("images/x.jpg.png", "labels/x.txt.txt"),                   # each extension where it first is
 ])
 def test_label_path_rule(image: str, label: str) -> None:
     assert label_path_for(image) == Path(label)
@@ -115,6 +120,49 @@ def test_label_path_rule(image: str, label: str) -> None:
 def test_label_path_needs_image_extension(image: str) -> None:
     with pytest.raises(DataError, match="not an image file name"):
         label_path_for(image)
+
+
+def test_label_path_where_darknet_reads_the_image_itself() -> None:
+    with pytest.raises(DataError, match="read the image itself as its label file"):
+        label_path_for("shots.jpg.d/images/a.jpg")  # darknet: shots.txt.d/labels/a.jpg
+
+
+# darknet reads the label file of each image: fill_truth_detection(path, ...)
+# exits with "Couldn't open file: <label path>" where it is not there
+_DARKNET_LABEL_READER = """
+import ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+fill = lib.fill_truth_detection
+fill.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_float), ctypes.c_int,
+                 ctypes.c_int, ctypes.c_float, ctypes.c_float, ctypes.c_float, ctypes.c_float]
+for image in sys.argv[2:]:
+    truth = (ctypes.c_float * 5)()
+    fill(image.encode(), 1, truth, 80, 0, 0.0, 0.0, 1.0, 1.0)
+    print(int(truth[4]))
+"""
+
+
+def test_label_paths_are_the_ones_darknet_reads(tmp_path: Path) -> None:
+    """pjreddie's darknet (Debian's libdarknet.so) reads each image's labels
+    from where label_path_for says: a label file there with the image's
+    number as its class, and darknet's own loader reads them back."""
+    from oracle import DARKNET_DIR
+
+    library = DARKNET_DIR / "libdarknet.so"
+    if not library.exists():
+        pytest.skip(f"needs pjreddie darknet (apt-get install darknet): {library} not found")
+    images = ["data/images/train/x.jpg", "d/VOC2007/JPEGImages/000001.jpg", "images/images/a.png",
+              "myimages/b/c.JPEG", "images/JPEGImages/z.jpg", "raw/images/a.jpg",
+              "images/drawing.jpg", "images/x.jpg.png", "images/a.JPG"]
+    paths = [str(tmp_path / image) for image in images]
+    for number, path in enumerate(paths):
+        label = label_path_for(path)
+        label.parent.mkdir(parents=True, exist_ok=True)
+        label.write_text(f"{number} 0.5 0.5 0.25 0.25\n")
+    run = subprocess.run([sys.executable, "-c", _DARKNET_LABEL_READER, str(library), *paths],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr  # "Couldn't open file: <where it looked>"
+    assert [int(n) for n in run.stdout.split()] == list(range(len(images)))
 
 
 def test_read_labels_exact(tmp_path: Path) -> None:
