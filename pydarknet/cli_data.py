@@ -368,16 +368,20 @@ def _with(options: list[Callable[[F], F]]) -> Callable[[F], F]:
 @_with(_detection_options)
 @click.option("--iou", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
               show_default=True, help="IoU threshold of a true positive.")
+@click.option("--voc07", is_flag=True,
+              help="VOC2007's 11-point AP (pjreddie's reval_voc.py) instead of all-point.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @_progress_option
 @_friendly
 def map_command(data_file: Path, cfg: Path, weights: Path, thresh: float, nms: float,
-                threads: int, limit: int | None, iou: float, as_json: bool, progress: bool) -> None:
+                threads: int, limit: int | None, iou: float, voc07: bool, as_json: bool,
+                progress: bool) -> None:
     """Mean average precision of a model on the dataset's valid list.
 
     Runs the detector with darknet's validation settings (thresh .005, NMS
     .45, letterbox), compares with the label files and prints per-class AP
-    and mAP at --iou (VOC all-point interpolation, darknet's `detector map`).
+    and mAP at --iou (VOC all-point interpolation and the devkit's matching,
+    as AlexeyAB's `detector map`; --voc07 for VOC2007's 11 points).
     When the .data has coco_json= (written by `pydarknet data coco`), also
     prints COCO mAP@[.5:.95] from pycocotools.
 
@@ -389,7 +393,7 @@ def map_command(data_file: Path, cfg: Path, weights: Path, thresh: float, nms: f
 
     run = validate(data_file, _detector_factory(cfg, weights, threads), limit=limit,
                    progress=progress, thresh=thresh, nms=nms)
-    result = run.map(iou)
+    result = run.map(iou, method="voc07" if voc07 else "voc")
     coco = run.coco()
     if as_json:
         doc: dict[str, Any] = {"images": len(run.entries), **result.to_dict()}

@@ -3,19 +3,28 @@
 Pure functions on numpy arrays (testable without the engine), plus the
 loop that runs a detector over a validation list (`validate`).
 
-Matching (darknet-style greedy, as in AlexeyAB's `detector map` and in
-pycocotools): per class, the detections of all images are sorted by
-confidence (stable, so ties keep their input order); each one is matched to
-the unmatched ground truth of the same class in the same image with which it
-has the highest IoU, if that IoU passes the threshold: a true positive; else
-a false positive.  Ground truths marked `difficult` are not counted, and a
-detection whose only match is a difficult one is ignored (VOC's rule).
-Boxes are continuous pixel coordinates (x1, y1, x2, y2); IoU has no "+1".
+Matching: per class, the detections of all images are sorted by confidence
+(stable, so ties keep their input order) and taken in that order.  Boxes
+are continuous pixel coordinates (x1, y1, x2, y2); IoU has no "+1".
+- "voc" and "voc07" (the VOC devkit's `voc_eval`, AlexeyAB's `detector map`): a
+  detection's match is the ground truth of its class in its image with
+  which it has the highest IoU, matched already or not; past the threshold
+  it is a true positive if that truth is still free, a false positive if
+  an earlier detection took it (a duplicate), and ignored if the truth is
+  `difficult`; below the threshold, a false positive.
+- "coco" (pycocotools): a detection's match is the free ground truth with
+  the highest IoU past the threshold, the `difficult` ones (pycocotools'
+  ignored ones) only where no other is left: a true positive, or ignored
+  when its match is difficult; a false positive where there is none.
+Ground truths marked `difficult` are not counted in either.
 
-Two AP definitions (`method`):
+AP definitions (`method`):
 - "voc" (default): VOC2010+ all-point interpolation, the area under the
   monotone precision envelope; a match needs IoU > threshold (darknet's
   strict comparison).
+- "voc07": VOC2007's 11-point interpolation (the mean of the best
+  precision at recall >= 0, .1, ..., 1), VOC matching: the number
+  pjreddie's `reval_voc.py` reports for VOC2007 test.
 - "coco": pycocotools' 101-point interpolation with IoU >= threshold and
   at most `max_detections` (100) detections per image and class; gives
   exactly pycocotools' per-class AP at that IoU.
@@ -142,6 +151,14 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
+def voc07_ap(recall: np.ndarray, precision: np.ndarray) -> float:
+    """VOC2007's 11-point interpolated AP."""
+    rc = np.asarray(recall, dtype=np.float64)
+    pr = np.asarray(precision, dtype=np.float64)
+    points = [float(pr[rc >= t].max()) if (rc >= t).any() else 0.0 for t in np.arange(0.0, 1.1, 0.1)]
+    return float(np.sum(points) / 11.0)
+
+
 def coco_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     """pycocotools' 101-point interpolated AP (the same arithmetic)."""
     rc = np.asarray(recall, dtype=np.float64)
@@ -217,8 +234,11 @@ class MapResult:
         out.append(f"for conf_thresh = {self.report_thresh:.2f}: precision = {t['precision']:.2f}, "
                    f"recall = {t['recall']:.2f}, F1-score = {t['f1']:.2f} (TP = {t['tp']}, "
                    f"FP = {t['fp']}, FN = {t['fn']})")
-        label = "all-point" if self.method == "voc" else "101-point"
-        out.append(f"mAP@{self.iou_threshold:g} ({label}) = {self.map * 100:.2f}%")
+        label = {"voc": "all-point", "voc07": "11-point", "coco": "101-point"}[self.method]
+        if math.isnan(self.map):
+            out.append(f"mAP@{self.iou_threshold:g} ({label}): no ground truth to measure it on")
+        else:
+            out.append(f"mAP@{self.iou_threshold:g} ({label}) = {self.map * 100:.2f}%")
         return "\n".join(out)
 
 
@@ -230,8 +250,14 @@ def evaluate_map(detections: Sequence[ImageDetections], truths: Sequence[ImageTr
     same image.  See the module docstring for matching and `method`."""
     if len(detections) != len(truths):
         raise ValueError(f"{len(detections)} detection lists for {len(truths)} images")
-    if method not in ("voc", "coco"):
-        raise ValueError(f"method must be 'voc' or 'coco', got {method!r}")
+    if method not in ("voc", "voc07", "coco"):
+        raise ValueError(f"method must be 'voc', 'voc07' or 'coco', got {method!r}")
+    for kind, items in (("truths", truths), ("detections", detections)):
+        for i, item in enumerate(items):
+            outside = (item.classes < 0) | (item.classes >= num_classes)
+            if outside.any():
+                raise ValueError(f"{kind} of image {i}: class {int(item.classes[outside][0])} is "
+                                 f"outside 0..{num_classes - 1}")
     if max_detections is None and method == "coco":
         max_detections = 100
     inclusive = method == "coco"
@@ -264,15 +290,23 @@ def evaluate_map(detections: Sequence[ImageDetections], truths: Sequence[ImageTr
                 fp[rank] = 1
                 continue
             iou = box_iou(box_arr[j], g)
-            ok = iou >= iou_threshold if inclusive else iou > iou_threshold
+            if not inclusive:  # VOC: the best truth, taken or not
+                best = int(np.argmax(iou))  # the first of equal IoUs, as the devkit
+                if iou[best] <= iou_threshold:
+                    fp[rank] = 1
+                elif gt_diff[img][best]:
+                    continue  # its match is difficult: ignored
+                elif matched[img][best]:
+                    fp[rank] = 1  # a duplicate
+                else:
+                    matched[img][best] = True
+                    tp[rank] = 1
+                continue
+            ok = iou >= iou_threshold
             free = ok & ~matched[img] & ~gt_diff[img]
             if free.any():
                 cand = np.where(free, iou, -1.0)
-                # pycocotools keeps the last of equal IoUs, darknet the first
-                if inclusive:
-                    best = len(cand) - 1 - int(np.argmax(cand[::-1]))
-                else:
-                    best = int(np.argmax(cand))
+                best = len(cand) - 1 - int(np.argmax(cand[::-1]))  # pycocotools: the last of equal IoUs
                 matched[img][best] = True
                 tp[rank] = 1
             elif (ok & gt_diff[img]).any():
@@ -289,7 +323,7 @@ def evaluate_map(detections: Sequence[ImageDetections], truths: Sequence[ImageTr
                 ap = coco_ap(recall, precision)
             else:
                 precision = tp_c / np.maximum(tp_c + fp_c, np.finfo(np.float64).eps)
-                ap = voc_ap(recall, precision)
+                ap = voc_ap(recall, precision) if method == "voc" else voc07_ap(recall, precision)
         else:
             recall = np.zeros(len(tp_c))
             precision = tp_c / np.maximum(tp_c + fp_c, 1)
@@ -466,9 +500,9 @@ class ValidationRun:
     category_ids: list[int]
     coco_json: Path | None
 
-    def map(self, iou_threshold: float = 0.5) -> MapResult:
+    def map(self, iou_threshold: float = 0.5, method: str = "voc") -> MapResult:
         return evaluate_map(self.detections, self.truths, len(self.names), iou_threshold,
-                            names=self.names)
+                            names=self.names, method=method)
 
     def results(self) -> list[dict[str, Any]]:
         return coco_results(self.detections, self.image_ids, self.category_ids)

@@ -204,6 +204,18 @@ def test_map_table_and_misses(shapes_dataset: Path, tmp_path: Path) -> None:
     out = run("map", "--data", ds / "coco.data", tmp_path / "m.cfg", tmp_path / "m.weights",
               "--limit", "2").output
     assert "2 images" in out and "100.00%" in out
+    # half the images found: recall .5 at precision 1 on every class with truth
+    FakeDetector.queue = [list(d) if i % 2 else [] for i, d in enumerate(truth_detections(ds))]
+    out = run("map", "--data", ds / "coco.data", tmp_path / "m.cfg", tmp_path / "m.weights",
+              "--limit", "2", "--voc07", "--json").output
+    doc = json.loads(out)
+    assert doc["method"] == "voc07"
+    # precision 1 up to recall tp / truths: the 11 points at or below it count 1 each
+    for c in doc["classes"]:
+        if c["truths"]:
+            points = sum(t / 10 <= c["tp"] / c["truths"] + 1e-12 for t in range(11))
+            assert c["ap"] == round(points / 11, 6), c
+    assert any(0 < c["tp"] < c["truths"] for c in doc["classes"])
 
 
 def test_valid_writes_coco_results(shapes_dataset: Path, tmp_path: Path) -> None:

@@ -56,11 +56,115 @@ def test_coco_101_point_hand_computed() -> None:
         (51 * 1 + 50 * 0.5) / 101)
 
 
-def test_greedy_match_takes_best_unmatched_truth() -> None:
-    # the second detection's best truth is taken; the other (IoU .667) is free
-    r = evaluate_map([dets((0, 0, 10, 10, .9), (0, 0, 10, 10, .8))],
-                     [truth([0, 0, 10, 10], [2, 0, 12, 10])], 1)
-    assert (r.classes[0].tp, r.classes[0].fp, r.classes[0].ap) == (2, 0, 1.0)
+def test_a_taken_best_truth_is_a_duplicate_for_voc_not_for_coco() -> None:
+    # the second detection's best truth is taken; the other (IoU .667) is free:
+    # the VOC devkit (and AlexeyAB's detector map) count a duplicate, pycocotools a match
+    d = [dets((0, 0, 10, 10, .9), (0, 0, 10, 10, .8))]
+    t = [truth([0, 0, 10, 10], [2, 0, 12, 10])]
+    voc = evaluate_map(d, t, 1).classes[0]
+    assert (voc.tp, voc.fp, voc.ap) == (1, 1, 0.5)
+    coco = evaluate_map(d, t, 1, method="coco").classes[0]
+    assert (coco.tp, coco.fp) == (2, 0)
+    # a best truth that is difficult: VOC ignores the detection, even with a free one past .5
+    t = [truth([0, 0, 10, 10], [1, 0, 11, 10], difficult=[True, False])]
+    voc = evaluate_map([dets((0, 0, 10, 10, .9))], t, 1).classes[0]
+    assert (voc.tp, voc.fp, voc.ap) == (0, 0, 0.0)
+
+
+def devkit_voc_eval(detections, truths, class_id: int, threshold: float = .5,
+                    use_07_metric: bool = False) -> float:
+    """The VOC devkit's voc_eval (all-point AP, or VOC2007's 11 points)
+    written from its definition, loop by loop, as a reference independent
+    of evaluate_map."""
+    gts = []
+    for t in truths:
+        keep = t.classes == class_id
+        gts.append({"boxes": t.boxes[keep], "difficult": t.difficult[keep],
+                    "det": [False] * int(keep.sum())})
+    npos = sum(int((~g["difficult"]).sum()) for g in gts)
+    rows = [(float(d.scores[k]), i, d.boxes[k]) for i, d in enumerate(detections)
+            for k in range(len(d.scores)) if d.classes[k] == class_id]
+    order = sorted(range(len(rows)), key=lambda r: -rows[r][0])  # sorted() is stable
+    tp, fp = [], []
+    for r in order:
+        _, image, box = rows[r]
+        g = gts[image]
+        ovmax, jmax = -math.inf, -1
+        for j, gt in enumerate(g["boxes"]):
+            iw = min(box[2], gt[2]) - max(box[0], gt[0])
+            ih = min(box[3], gt[3]) - max(box[1], gt[1])
+            inter = max(iw, 0.0) * max(ih, 0.0)
+            union = (box[2] - box[0]) * (box[3] - box[1]) + (gt[2] - gt[0]) * (gt[3] - gt[1]) - inter
+            overlap = inter / union if union > 0 else 0.0
+            if overlap > ovmax:
+                ovmax, jmax = overlap, j
+        if ovmax > threshold:
+            if g["difficult"][jmax]:
+                continue
+            if not g["det"][jmax]:
+                g["det"][jmax] = True
+                tp.append(1.0), fp.append(0.0)
+            else:
+                tp.append(0.0), fp.append(1.0)
+        else:
+            tp.append(0.0), fp.append(1.0)
+    tp_c, fp_c = np.cumsum(tp), np.cumsum(fp)
+    recall = tp_c / npos
+    precision = tp_c / np.maximum(tp_c + fp_c, np.finfo(np.float64).eps)
+    if use_07_metric:
+        ap = 0.0
+        for t in np.arange(0.0, 1.1, 0.1):
+            ap += (np.max(precision[recall >= t]) if np.sum(recall >= t) else 0.0) / 11.0
+        return float(ap)
+    mrec = np.concatenate(([0.0], recall, [1.0]))
+    mpre = np.concatenate(([0.0], precision, [0.0]))
+    for i in range(len(mpre) - 2, -1, -1):
+        mpre[i] = max(mpre[i], mpre[i + 1])
+    i = np.where(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_voc_ap_equals_the_devkits(seed: int) -> None:
+    """Crowded images (overlapping truths, near-duplicate detections, difficult
+    boxes, tied scores): AP per class as the devkit's voc_eval computes it."""
+    rng = np.random.default_rng(seed)
+    truths, detections = [], []
+    for _ in range(12):
+        centres = rng.uniform(15, 30, (int(rng.integers(0, 8)), 2))
+        sizes = rng.uniform(4, 16, (len(centres), 2))
+        boxes = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1)
+        classes = rng.integers(0, 2, len(boxes))
+        truths.append(ImageTruth(boxes, classes, rng.random(len(boxes)) < .2))
+        # each truth found 0-3 times with jitter, plus strays; scores on a coarse grid (ties)
+        copies = rng.integers(0, 4, len(boxes))
+        found = np.repeat(boxes, copies, axis=0) + rng.normal(0, 2.5, (int(copies.sum()), 4))
+        corners = rng.uniform(0, 50, (2, 2))
+        strays = np.concatenate([corners, corners + rng.uniform(4, 16, (2, 2))], axis=1)
+        rows = np.concatenate([found.reshape(-1, 4), strays])
+        det_classes = np.concatenate([np.repeat(classes, copies), rng.integers(0, 2, 2)])
+        detections.append(ImageDetections(rows, det_classes, rng.integers(1, 8, len(rows)) / 8))
+    result = evaluate_map(detections, truths, 2)
+    eleven = evaluate_map(detections, truths, 2, method="voc07")
+    for c in range(2):
+        assert result.classes[c].ap == pytest.approx(devkit_voc_eval(detections, truths, c),
+                                                     abs=1e-12), c
+        assert eleven.classes[c].ap == pytest.approx(
+            devkit_voc_eval(detections, truths, c, use_07_metric=True), abs=1e-12), c
+    assert "(11-point)" in eleven.format()
+
+
+def test_voc07_hand_computed_and_bad_input() -> None:
+    # recall .5 at precision 1 (one of two truths): 6 of the 11 points at 1
+    r = evaluate_map([dets((0, 0, 10, 10, .9))], [truth([0, 0, 10, 10], [50, 50, 60, 60])], 1,
+                     method="voc07")
+    assert r.classes[0].ap == pytest.approx(6 / 11, abs=1e-12)
+    with pytest.raises(ValueError, match="detections of image 0: class 3 is outside 0..1"):
+        evaluate_map([dets((0, 0, 10, 10, .9, 3))], [truth([0, 0, 10, 10])], 2)
+    with pytest.raises(ValueError, match="truths of image 0: class -1 is outside 0..1"):
+        evaluate_map([dets()], [truth([0, 0, 10, 10], classes=[-1])], 2)
+    empty = evaluate_map([dets()], [truth()], 2)
+    assert "no ground truth to measure it on" in empty.format()
 
 
 def test_difficult_truths_are_ignored() -> None:
