@@ -35,7 +35,9 @@ validation images) so that `pydarknet map` also reports COCO mAP.
 """
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import shutil
 import time
@@ -100,8 +102,32 @@ def _number(item: dict[str, Any], key: str, where: str, path: Path, *, integer: 
     v = item[key]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not float(v).is_integer()):
         raise _fail(path, where, f"'{key}' must be {'an integer' if integer else 'a number'}, got {v!r}")
-    if positive and not v > 0:
-        raise _fail(path, where, f"'{key}' must be positive, got {v!r}")
+    if integer and not -2**63 <= v < 2**63:
+        raise _fail(path, where, f"'{key}' is out of range: {v!r}")
+    if positive and not (v > 0 and math.isfinite(v)):
+        raise _fail(path, where, f"'{key}' must be positive and finite, got {v!r}")
+
+
+def _whole_numbers(values: list[Any]) -> np.ndarray:
+    """int64 array of JSON ints (or integral floats) within int64; ValueError
+    for anything else (strings, bools, 1.5), which numpy would convert."""
+    if not set(map(type, values)) <= {int, float}:
+        raise ValueError("not numbers")
+    array = np.array(values)
+    if array.dtype == np.float64:
+        if not np.all(np.isfinite(array) & (array == np.floor(array)) & (np.abs(array) < 2.0**63)):
+            raise ValueError("not whole numbers")
+        return array.astype(np.int64)
+    if array.dtype != np.int64 and len(values):
+        raise ValueError("out of range")  # past int64: an object array
+    return array.astype(np.int64)
+
+
+def _real_numbers(values: list[Any]) -> np.ndarray:
+    """float64 array of JSON numbers; ValueError for strings and bools."""
+    if not set(map(type, values)) <= {int, float}:
+        raise ValueError("not numbers")
+    return np.array(values, dtype=np.float64)
 
 
 def load_coco(path: str | os.PathLike[str]) -> CocoDataset:
@@ -130,12 +156,13 @@ def load_coco(path: str | os.PathLike[str]) -> CocoDataset:
 
     # images
     try:
-        image_ids = np.fromiter((im["id"] for im in images), np.int64, len(images))
-        widths = np.fromiter((im["width"] for im in images), np.float64, len(images))
-        heights = np.fromiter((im["height"] for im in images), np.float64, len(images))
+        image_ids = _whole_numbers([im["id"] for im in images])
+        widths = _real_numbers([im["width"] for im in images])
+        heights = _real_numbers([im["height"] for im in images])
         file_names = [im["file_name"] for im in images]
         ok = (all(isinstance(f, str) and f for f in file_names)
-              and bool(np.all(widths > 0)) and bool(np.all(heights > 0)))
+              and bool(np.all((widths > 0) & np.isfinite(widths)))
+              and bool(np.all((heights > 0) & np.isfinite(heights))))
     except (KeyError, TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
@@ -167,16 +194,26 @@ def load_coco(path: str | os.PathLike[str]) -> CocoDataset:
     cat_ids = np.array([c for c, _ in cat_pairs], dtype=np.int64)
     if len(np.unique(cat_ids)) != len(cat_ids):
         raise DataError(f"{p}: a category id appears more than once")
+    dup_name = _first_duplicate([name for _, name in cat_pairs])
+    if dup_name is not None:
+        ids = [c for c, name in cat_pairs if name == dup_name]
+        raise DataError(f"{p}: category name {dup_name!r} is used by ids {ids} (the .names file "
+                        "needs one name per class)")
 
     # annotations
     n = len(anns)
     try:
-        ann_img = np.fromiter((a["image_id"] for a in anns), np.int64, n)
-        ann_cat = np.fromiter((a["category_id"] for a in anns), np.int64, n)
-        boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(n, 4)
-        crowd_raw = np.fromiter((a.get("iscrowd", 0) for a in anns), np.int64, n)
-        crowd = crowd_raw.astype(bool)
-        ok = bool(np.all((crowd_raw == 0) | (crowd_raw == 1)))
+        ann_img = _whole_numbers([a["image_id"] for a in anns])
+        ann_cat = _whole_numbers([a["category_id"] for a in anns])
+        bboxes = [a["bbox"] for a in anns]
+        if not set(map(type, bboxes)) <= {list} or not all(len(b) == 4 for b in bboxes):
+            raise ValueError("bbox not a list of 4")
+        boxes = _real_numbers(list(itertools.chain.from_iterable(bboxes))).reshape(n, 4)
+        crowd_values = [a.get("iscrowd", 0) for a in anns]
+        if not set(map(type, crowd_values)) <= {int, bool, float} or not set(crowd_values) <= {0, 1}:
+            raise ValueError("iscrowd not 0 or 1")
+        crowd = np.array(crowd_values, dtype=bool)
+        ok = True
     except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
         ok = False
     if not ok:

@@ -24,6 +24,7 @@ counted.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 import xml.etree.ElementTree as ET
@@ -76,9 +77,12 @@ def _text(parent: ET.Element, tag: str, path: Path, where: str) -> str:
 def _num(parent: ET.Element, tag: str, path: Path, where: str) -> float:
     text = _text(parent, tag, path, where)
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise DataError(f"{path}: {where}: <{tag}> is not a number: {text!r}") from None
+    if not math.isfinite(value):  # float() takes "nan" and "inf"
+        raise DataError(f"{path}: {where}: <{tag}> is not a finite number: {text!r}")
+    return value
 
 
 def parse_voc_xml(path: str | os.PathLike[str]) -> VocAnnotation:

@@ -196,6 +196,17 @@ def test_malformed_json(tmp_path: Path) -> None:
     (lambda d: d["categories"][0].pop("name"), r"categories\[0\] \(id 90\): missing or bad 'name'"),
     (lambda d: d["categories"].append("x"), r"categories\[3\]: expected an object"),
     (lambda d: d.update(categories=[]), "no categories"),
+    # what numpy would quietly convert: truncated ids, numbers in strings, nested boxes
+    (lambda d: d["annotations"][0].update(image_id=1.9), r"annotations\[0\].*'image_id' must be an integer, got 1.9"),
+    (lambda d: d["annotations"][1].update(category_id=2.7), r"annotations\[1\].*'category_id' must be an integer"),
+    (lambda d: d["annotations"][1].update(iscrowd=0.5), r"annotations\[1\].*'iscrowd' must be 0 or 1"),
+    (lambda d: d["annotations"][2].update(bbox=[[10, 20], [100, 50]]), r"annotations\[2\].*'bbox' must be"),
+    (lambda d: d["annotations"][2].update(bbox=[10, "20", 5, 5]), r"annotations\[2\].*'bbox' must be"),
+    (lambda d: d["images"][1].update(width="768"), r"images\[1\].*'width' must be a number"),
+    (lambda d: d["images"][0].update(id=True), r"images\[0\].*'id' must be an integer"),
+    (lambda d: d["images"][0].update(id=2**70), r"images\[0\].*'id' is out of range"),
+    (lambda d: d["images"][0].update(width=float("inf")), r"images\[0\].*'width' must be positive and finite"),
+    (lambda d: d["categories"][1].update(name=d["categories"][0]["name"]), "is used by ids"),
 ])
 def test_bad_fields(tmp_path: Path, edit, message: str) -> None:
     doc = small_doc()

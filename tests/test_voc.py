@@ -154,6 +154,13 @@ def test_bad_xml(tmp_path: Path) -> None:
     p.write_text(xml_text("a", (10, 10), [("dog", 0, "x", 1, 2, 3)]))
     with pytest.raises(DataError, match=r"a.xml: <object> #1 \(dog\): <xmin> is not a number: 'x'"):
         parse_voc_xml(p)
+    for bad in ("nan", "inf"):  # float() takes them: no "nan" in a label file
+        p.write_text(xml_text("a", (10, 10), [("dog", 0, bad, 1, 2, 3)]))
+        with pytest.raises(DataError, match=rf"#1 \(dog\): <xmin> is not a finite number: '{bad}'"):
+            parse_voc_xml(p)
+    p.write_text(xml_text("a", ("inf", 10), []))
+    with pytest.raises(DataError, match="<width> is not a finite number"):
+        parse_voc_xml(p)
     p.write_text(xml_text("a", (0, 10), []))
     with pytest.raises(DataError, match="<size> must be positive"):
         parse_voc_xml(p)
