@@ -22,13 +22,15 @@ _OUT_PATH = click.Path(path_type=Path)
 
 
 def _friendly(fn: F) -> F:
-    """Turn pydarknet errors into a one-line `Error: ...` and exit status 1."""
+    """Turn pydarknet errors into a one-line `error: ...` and exit status 1,
+    as the main command group does (also where a command runs on its own)."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except DarknetError as e:
-            raise click.ClickException(e.message) from None
+            click.secho(f"error: {e.message}", err=True, fg="red")
+            raise click.exceptions.Exit(1) from None
     return wrapper  # type: ignore[return-value]
 
 

@@ -118,7 +118,7 @@ def test_coco_command_errors(tmp_path: Path) -> None:
     bad.write_text('{"images": [1,]}')
     result = run("data", "coco", bad, tmp_path, tmp_path / "out", ok=False)
     assert result.exit_code == 1
-    assert f"Error: {bad}:1:15: malformed JSON" in result.output
+    assert f"error: {bad}:1:15: malformed JSON" in result.output
     bad.write_text(json.dumps({"images": [], "annotations": [{"id": 3}], "categories": [{"id": 1, "name": "a"}]}))
     result = run("data", "coco", bad, tmp_path, tmp_path / "out", ok=False)
     assert "annotations[0] (id 3): missing 'image_id'" in result.output

@@ -22,7 +22,7 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")  # torch.onnx's exporter needs it
 
 from conftest import relative_error  # noqa: E402
-from pydarknet import Network  # noqa: E402
+from pydarknet import CfgError, Network  # noqa: E402
 from pydarknet.torch import DarknetModel, export_onnx  # noqa: E402
 from shared import shared_path  # noqa: E402
 from test_torch_model import ZOO_CLASSIFIER, ZOO_DETECTOR  # noqa: E402
@@ -103,3 +103,16 @@ def test_old_opsets_are_refused(tmp_path: Path) -> None:
     code, out = run_cli(str(shared_path("models/yolov3-tiny.cfg")), "--to", "onnx",
                         str(tmp_path / "x.onnx"), "--opset", "17")
     assert code == 2 and "--opset" in out
+
+
+def test_a_size_the_cfg_cannot_take_is_a_cfg_error(tmp_path: Path) -> None:
+    """yolov3-tiny at width 100: its route cannot join 26- and 25-wide maps;
+    the engine's one-line CfgError, not the exporter's trace."""
+    model = DarknetModel(shared_path("models/yolov3-tiny.cfg"))
+    with pytest.raises(CfgError, match=r"\[route\] layers .* differ"):
+        export_onnx(model, tmp_path / "x.onnx", width=100)
+    assert not (tmp_path / "x.onnx").exists()
+    code, out = run_cli(str(shared_path("models/yolov3-tiny.cfg")), "--to", "onnx",
+                        str(tmp_path / "x.onnx"), "--width", "100")
+    errors = [line for line in out.splitlines() if not line.startswith("note: ")]
+    assert code == 1 and len(errors) == 1 and errors[0].startswith("error: ") and "differ" in out, out

@@ -577,6 +577,9 @@ def test_unsupported_layer_names_the_section() -> None:
     message = str(info.value)
     assert f"yolov1.cfg:{line}" in message and "[local]" in message
     assert "locally connected" in message
+    # an RNN's [net] has no width/height: the unsupported layer is still the reason given
+    with pytest.raises(UnsupportedError, match=r"\[rnn\]: unsupported layer"):
+        DarknetModel(darknet_cfg("rnn.cfg"))
 
 
 @pytest.mark.parametrize("section,fragment,error", [

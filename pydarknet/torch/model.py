@@ -159,6 +159,12 @@ class DarknetModel(nn.Module):
         super().__init__()
         self.cfg = _read_cfg(cfg)
         net = self.cfg.net
+        sections = self.cfg.layers
+        for section in sections:  # name the first unsupported layer before anything else fails
+            if section.name in UNSUPPORTED:
+                raise UnsupportedError(
+                    f"{section.where()}: [{section.name}]: unsupported layer (darknet's "
+                    f"{UNSUPPORTED[section.name]} is not implemented by pydarknet)")
         _require(net, "time_steps", 1, "recurrent networks are not implemented")
         self.width = width or net.get_int("width", 0)
         self.height = height or net.get_int("height", 0)
@@ -166,14 +172,8 @@ class DarknetModel(nn.Module):
         if self.width < 1 or self.height < 1 or self.channels < 1:
             raise CfgError(f"{net.where()}: [{net.name}] needs positive width=, height= and "
                            "channels=")
-        sections = self.cfg.layers
         if not sections:
             raise CfgError(f"{net.where()}: the network has no layers after [{net.name}]")
-        for section in sections:  # name the first unsupported layer before anything else fails
-            if section.name in UNSUPPORTED:
-                raise UnsupportedError(
-                    f"{section.where()}: [{section.name}]: unsupported layer (darknet's "
-                    f"{UNSUPPORTED[section.name]} is not implemented by pydarknet)")
         self.weights_version: tuple[int, int, int] = (0, 2, 0)
         self.seen = 0
         self.layers = nn.ModuleList()

@@ -79,6 +79,10 @@ def export_onnx(model: DarknetModel, path: str | os.PathLike[str], *, opset: int
     unless dynamic_batch=False (then fixed to `batch`)."""
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset}: the export needs opset {MIN_OPSET} or newer")
+    if (width or model.width, height or model.height) != (model.width, model.height):
+        # the cfg at that size first: a size its routes cannot join is the
+        # engine's one-line CfgError, not an exporter's trace
+        DarknetModel(model.cfg, width=width or model.width, height=height or model.height)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
