@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 DATA_KEYS = ("classes", "train", "valid", "names", "backup", "eval")
+MAX_CLASSES = 1_000_000  # a C int holds classes * (5 + classes) per anchor well below it
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm",
                     ".webp", ".jpe", ".jp2")
 
@@ -174,8 +175,8 @@ def read_data_file(path: str | os.PathLike[str]) -> DataConfig:
         classes = int(values.pop("classes"))
     except ValueError:
         raise DataError(f"{p}:{lines['classes']}: classes must be an integer") from None
-    if classes < 1:
-        raise DataError(f"{p}:{lines['classes']}: classes must be positive, got {classes}")
+    if not 1 <= classes <= MAX_CLASSES:
+        raise DataError(f"{p}:{lines['classes']}: classes must be in 1..{MAX_CLASSES}, got {classes}")
     known = {k: values.pop(k) for k in DATA_KEYS[1:] if k in values}
     return DataConfig(classes=classes, extra=values, source=p, lines=lines, **known)
 
@@ -276,6 +277,15 @@ class ListEntry:
     label: Path | None  # None when the name has no image extension
 
 
+def _exists(path: Path) -> bool:
+    """Path.exists() that says False where the OS cannot even look (a name
+    too long for it) instead of raising."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
 def read_image_list(path: str | os.PathLike[str], *, skip_blank: bool = True) -> list[ListEntry]:
     """Read a darknet image list (train.txt).  Blank lines are skipped
     (darknet would try to load an image named "")."""
@@ -292,7 +302,7 @@ def read_image_list(path: str | os.PathLike[str], *, skip_blank: bool = True) ->
         img = Path(text).expanduser()
         root: Path | None = None
         if not img.is_absolute():
-            root = cwd if (cwd / img).exists() or not (base / img).exists() else base
+            root = cwd if _exists(cwd / img) or not _exists(base / img) else base
             img = img if root is cwd else root / img
         try:
             label: Path | None = label_path_for(text)
@@ -345,6 +355,10 @@ def parse_labels(text: str, path: Path, classes: int) -> tuple[np.ndarray, list[
         if len(fields) != 5:
             problems.append(Problem(path, lineno, f"expected 5 fields (class x y w h), "
                                                   f"found {len(fields)}: {raw.strip()!r}"))
+            continue
+        if not all(f.isascii() and "_" not in f for f in fields):  # Python's int/float take "٣" and "1_0"
+            problems.append(Problem(path, lineno, f"not plain ASCII numbers (as C reads them): "
+                                                  f"{raw.strip()!r}"))
             continue
         try:
             cls = int(fields[0])

@@ -70,7 +70,8 @@ def test_relative_paths_cwd_first_then_data_folder(tmp_path: Path, monkeypatch) 
 @pytest.mark.parametrize("text, message", [
     ("train=x\n", r"no 'classes=' line"),
     ("classes=three\n", r"x.data:1: classes must be an integer"),
-    ("classes=0\n", r"x.data:1: classes must be positive"),
+    ("classes=0\n", r"x.data:1: classes must be in 1..1000000, got 0"),
+    ("classes=99999999999999999999999\n", r"x.data:1: classes must be in 1..1000000"),
     ("classes=2\njunk line\n", r"x.data:2: expected key=value"),
     ("classes=2\ntrain=\n", r"x.data:2: 'train=' has no value"),
 ])
@@ -193,7 +194,9 @@ def test_check_labels_reports_every_bad_line(tmp_path: Path) -> None:
                  "1 nan 0.5 0.2 0.2\n"      # non-finite
                  "2 0 1 1 1\n"              # fine (edges)
                  "1 -0.1 0.5 2 0.2\n"       # two bad values
-                 "1 0.5 0.5 1e-50 0.2\n")   # w is 0 as a float32
+                 "1 0.5 0.5 1e-50 0.2\n"   # w is 0 as a float32
+                 "\u0663 0.5 0.5 0.2 0.2\n"  # a digit to Python's int, not to C's atoi
+                 "1 0.5_0 0.5 0.2 0.2\n")    # the same for float's underscores
     problems = check_labels(p, 3)
     assert [(q.line, q.message) for q in problems] == [
         (2, "class 3 out of range 0..2"),
@@ -207,10 +210,12 @@ def test_check_labels_reports_every_bad_line(tmp_path: Path) -> None:
         (10, "non-finite coordinate: '1 nan 0.5 0.2 0.2'"),
         (12, "x=-0.1 outside [0, 1], w=2 outside (0, 1]"),
         (13, "w or h too small (0 as a float)"),
+        (14, "not plain ASCII numbers (as C reads them): '\u0663 0.5 0.5 0.2 0.2'"),
+        (15, "not plain ASCII numbers (as C reads them): '1 0.5_0 0.5 0.2 0.2'"),
     ]
     assert all(q.file == p and q.level == "error" for q in problems)
     assert str(problems[0]) == f"{p}:2: error: class 3 out of range 0..2"
-    with pytest.raises(DataError, match=rf"{p}:2: class 3 out of range 0..2 \(and 10 more\)"):
+    with pytest.raises(DataError, match=rf"{p}:2: class 3 out of range 0..2 \(and 12 more\)"):
         read_labels(p, 3)
     missing = check_labels(tmp_path / "gone.txt", 3)
     assert len(missing) == 1 and missing[0].line == 0 and "missing" in missing[0].message
@@ -234,6 +239,9 @@ def test_image_list_resolution(tmp_path: Path, monkeypatch) -> None:
     assert entries[2].label is None
     with pytest.raises(DataError, match=r"train.txt:2: empty line"):
         read_image_list(lst, skip_blank=False)
+    # a name longer than the OS can look up is listed (and reported missing later), not an OSError
+    lst.write_text("images/" + "x" * 5000 + ".jpg\n")
+    assert read_image_list(lst)[0].text.endswith("x.jpg")
 
 
 def make_dataset(root: Path, labels: dict[str, str | None], classes: int = 2) -> Path:
