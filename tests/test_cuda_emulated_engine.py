@@ -23,8 +23,10 @@ memory), loaded as pydarknet's engine in a subprocess, which then sees
 
 The streams run their work when issued, or as late as CUDA allows, or
 with the copy stream running at once ahead of the compute stream's queued
-work (DN_EMU_STREAMS, emu_runtime/cuda_runtime.h): a missing wait between
-streams, or a buffer written before another stream has read it, fails.
+work, or in a seeded random order within CUDA's promises, for the checks
+where streams meet (DN_EMU_STREAMS, emu_runtime/cuda_runtime.h): a missing
+wait between streams, or a buffer written before another stream has read
+it, fails.
 
 What this cannot show is left to the GPU machine: speed, two streams
 really running at once, cuBLAS's, cuDNN's and NCCL's own results and
@@ -101,6 +103,15 @@ def test_the_engine_sees_emulated_gpus(emulated_package: Path) -> None:
     assert info["name"] == "CUDA emulated on the CPU (device 1)"
 
 
+# DN_EMU_STREAMS=random:SEED schedules, for the checks where streams meet.  Each
+# seed caught a hand-made breakage of the copy stream's hand-over that the
+# other two missed: random:5 a missing event wait (as "late" does), random:6 a
+# pass returning before its work had read its input (as "late-except-newest"
+# does), random:2 a host wait on the copy stream placed after the work reading
+# the upload was issued (which neither shows)
+RANDOM_SCHEDULES = ["random:2", "random:5", "random:6"]
+
+
 @pytest.mark.parametrize("streams", ["issue", "late", "late-except-newest"])
 def test_gpu_checks_pass_on_the_emulated_cuda_path(emulated_package: Path, streams: str) -> None:
     """The prepared GPU checks, with the streams running their work when
@@ -124,6 +135,24 @@ def test_gpu_checks_pass_on_the_emulated_cuda_path(emulated_package: Path, strea
     # outputs differ from the CPU's in the last bits
     forward = [c["error"] for c in checks if c["name"].startswith("forward")]
     assert all(0 < e < 1e-4 for e in forward), forward
+
+
+@pytest.mark.parametrize("streams", RANDOM_SCHEDULES)
+def test_training_checks_pass_under_random_stream_schedules(emulated_package: Path, streams: str) -> None:
+    """The checks where streams meet on one GPU, under seeded random
+    schedules (any stream may run ahead of or behind any other as far as
+    CUDA allows): 4 subdivisions with the next pass's input on the copy
+    stream, and 2 replicas sharing GPU 0 (two compute and two copy streams)."""
+    checks = run_emulated(emulated_package, """
+        import json, tempfile, checks
+        from pathlib import Path
+        with tempfile.TemporaryDirectory() as folder:
+            results = [checks.subdivided_training(Path(folder)), checks.replicas_on_one_gpu(Path(folder))]
+        print(json.dumps([c.__dict__ for c in results]))
+    """, DN_EMU_STREAMS=streams)
+    assert len(checks) == 2
+    failed = [c for c in checks if not c["passed"]]
+    assert not failed, failed
 
 
 def test_gpu_checks_pass_with_cudnn_convolutions(emulated_cudnn_package: Path, tmp_path: Path) -> None:
@@ -206,8 +235,10 @@ COLLECTIVES = {"host": (0, 0, 0),  # no NCCL: reduced through the host, one rank
                "nccl": (5, 2 * 2, 5)}  # one per step; steps 2 and 4: weights, BN statistics; one per step
 
 
-@pytest.mark.parametrize("streams", ["issue", "late", "late-except-newest"])
-@pytest.mark.parametrize("reduction", ["host", "nccl"])
+@pytest.mark.parametrize("reduction, streams", [
+    *[(reduction, streams) for reduction in ("host", "nccl") for streams in ("issue", "late", "late-except-newest")],
+    # one random schedule for the host reduction (slower, and synchronous at each copy), two for NCCL's
+    ("host", RANDOM_SCHEDULES[0]), *[("nccl", streams) for streams in RANDOM_SCHEDULES[1:]]])
 def test_two_emulated_gpus_train_as_the_cpu_does(request: pytest.FixtureRequest, tmp_path: Path, reduction: str,
                                                  streams: str) -> None:
     """`--gpus 0,1` in both modes against CPU replicas (darknet mode) and one
@@ -230,7 +261,8 @@ def test_two_emulated_gpus_train_as_the_cpu_does(request: pytest.FixtureRequest,
     assert ran == COLLECTIVES[reduction], out
 
 
-def test_detection_on_frames_with_the_emulated_gpu_letterbox(emulated_package: Path) -> None:
+@pytest.mark.parametrize("streams", ["late", *RANDOM_SCHEDULES])
+def test_detection_on_frames_with_the_emulated_gpu_letterbox(emulated_package: Path, streams: str) -> None:
     """The real yolov3-tiny on darknet's dog.jpg: boxes from the GPU path
     (frame upload, letterbox and the network on the "GPU") against the CPU's."""
     cfg = shared_path("darknet/cfg/yolov3-tiny.cfg")
@@ -246,7 +278,7 @@ def test_detection_on_frames_with_the_emulated_gpu_letterbox(emulated_package: P
             with Detector({str(cfg)!r}, {str(weights)!r}, {str(names)!r}, device=device) as detector:
                 boxes[device] = [(d.name, d.confidence, d.x, d.y, d.w, d.h) for d in detector.detect(frame, thresh=.3)]
         print(json.dumps(boxes))
-    """, DN_EMU_STREAMS="late")
+    """, DN_EMU_STREAMS=streams)
     cpu, gpu = out["cpu"], out["cuda:0"]
     assert len(cpu) >= 3, cpu  # dog, bicycle, truck/car
     assert [b[0] for b in gpu] == [b[0] for b in cpu]

@@ -10,8 +10,9 @@ With --cudnn, the convolutions go through conv_cudnn.cu to an emulated
 cuDNN (emu_runtime/cudnn_emu.cpp: the real arithmetic, scripted algorithm
 lists); with --nccl, replicas on distinct GPUs all-reduce through
 emu_runtime/nccl.h's communicators.  The streams run work at issue, or as
-late as CUDA allows (DN_EMU_STREAMS, emu_runtime/cuda_runtime.h), which
-shows a missing wait between streams.  What it cannot show: speed,
+late as CUDA allows, or in a seeded random order within CUDA's promises
+(DN_EMU_STREAMS, emu_runtime/cuda_runtime.h), which shows a missing wait
+between streams.  What it cannot show: speed,
 cuBLAS's, cuDNN's and NCCL's own behaviour (algorithms, ring order,
 transports).
 
@@ -47,7 +48,7 @@ def _matching(text: str, start: int, open_char: str, close_char: str) -> int:
 
 def rewrite_launches(source: str) -> str:
     """`kernel<<<grid, block, shared, stream>>>(args);` becomes
-    `[&](auto... a) { if (dn_emu_args_on_device("kernel", a...)) dn_emu_launch([=] { kernel(a...); },
+    `[&](auto... a) { if (dn_emu_args_on_device("kernel", a...)) dn_emu_launch("kernel<<<>>>", [=] { kernel(a...); },
     grid, block, shared, stream); }(args);`: the arguments are evaluated and
     copied at the launch, as CUDA does, every pointer among them must point
     into device memory, and the kernel runs when its stream gets to it (at
@@ -61,7 +62,7 @@ def rewrite_launches(source: str) -> str:
         args_end = _matching(source, args_start, "(", ")")
         out.append(source[pos:match.start()])
         out.append(f"[&](auto... dn_emu_args) {{ if (dn_emu_args_on_device(\"{match.group(1)}\", dn_emu_args...)) "
-                   f"dn_emu_launch([=] {{ {match.group(1)}(dn_emu_args...); }}, "
+                   f"dn_emu_launch(\"{match.group(1)}<<<>>>\", [=] {{ {match.group(1)}(dn_emu_args...); }}, "
                    f"{source[match.end():config_end]}); }}{source[args_start:args_end]}")
         pos = args_end
     out.append(source[pos:])
@@ -80,7 +81,7 @@ static inline bool dn_emu_launch_ok(dim3 grid, dim3 block, cudaStream_t stream)
     return grid.x && grid.y && grid.z && threads && threads <= 1024 && grid.y <= 65535 && grid.z <= 65535;
 }
 template <typename Grid, typename Block>
-static inline void dn_emu_launch(std::function<void()> kernel, Grid grid, Block block, size_t = 0,
+static inline void dn_emu_launch(const char *name, std::function<void()> kernel, Grid grid, Block block, size_t = 0,
                                  cudaStream_t stream = nullptr)
 {
     if (!dn_emu_launch_ok(dim3(grid), dim3(block), stream)) {
@@ -88,7 +89,7 @@ static inline void dn_emu_launch(std::function<void()> kernel, Grid grid, Block 
         return;
     }
     dn_emu_traffic_counters.launches++;
-    dn_emu_enqueue(stream, [kernel = std::move(kernel), grid = dim3(grid), block = dim3(block)] {
+    dn_emu_enqueue(name, stream, [kernel = std::move(kernel), grid = dim3(grid), block = dim3(block)] {
         launch(grid, block, kernel);
     });
 }

@@ -56,7 +56,7 @@ inline cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t trans
     if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
     // alpha and beta are read now (host pointer mode), the matrices when the handle's stream runs it
     float a = *alpha, b = *beta;
-    dn_emu_enqueue(handle->stream, [=] {
+    dn_emu_enqueue("cublasSgemm", handle->stream, [=] {
         dn_gemm(NULL, transb == CUBLAS_OP_T, transa == CUBLAS_OP_T, n, m, k, a, B, ldb, A, lda, b, C, ldc);
     });
     return CUBLAS_STATUS_SUCCESS;

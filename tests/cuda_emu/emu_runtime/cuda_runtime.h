@@ -13,7 +13,18 @@
 // a missing wait reads what the other stream has not written yet.
 // "late-except-newest": the same, but the newest live stream of each device
 // runs its work at once, ahead of the older streams' queued work, so a copy
-// stream overwriting what the compute stream has yet to read shows.  Host
+// stream overwriting what the compute stream has yet to read shows.
+// "random:SEED" (an integer): queued as "late", and at each operation issued
+// and each synchronisation, now and then (how often is drawn from the seed)
+// a stream drawn at random, by its pace (drawn at its creation: 0, it runs
+// only when something needs it, as "late"), runs a random number of its
+// queued operations, each after what it waits for: any stream may run ahead
+// of or behind any other, as far as CUDA allows, so a hazard between any
+// two streams (the legacy one included) can show; one seed, one schedule
+// for one sequence of calls.
+// Using a stream after cudaStreamDestroy or an event after cudaEventDestroy
+// (their handles are invalid then) is reported and aborts, in every mode;
+// the work queued before still runs.  Host
 // memory that cudaHostAlloc gave is read and written by a queued copy when
 // it runs, and freeing it under a queued copy aborts; pageable memory is read
 // when the copy is issued, as CUDA stages it, and written when it runs.
@@ -29,6 +40,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <random>
 #include <utility>
 #include <vector>
 
@@ -61,10 +73,12 @@ struct dn_emu_stream {
     bool legacy;    // a device's legacy default stream (stream 0)
     bool live;              // not destroyed (a destroyed stream still runs what it was given)
     uint64_t issued, done;  // operations issued to it, and run
+    unsigned pace;          // random:SEED, how often it runs ahead (0: only when something needs it)
     std::deque<dn_emu_op> pending;
 };
 struct dn_emu_event {
     int device;
+    bool live;              // not destroyed (kept, so that a later use is reported)
     dn_emu_stream *stream;  // where it was last recorded, and how far that stream had been issued
     uint64_t issued;
 };
@@ -177,24 +191,34 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device)
 }
 // ---- streams ------------------------------------------------------------------------------
 
-enum dn_emu_stream_mode { DN_EMU_AT_ISSUE, DN_EMU_LATE, DN_EMU_LATE_EXCEPT_NEWEST };
-inline dn_emu_stream_mode dn_emu_streams()
+enum dn_emu_stream_mode { DN_EMU_AT_ISSUE, DN_EMU_LATE, DN_EMU_LATE_EXCEPT_NEWEST, DN_EMU_RANDOM };
+struct dn_emu_stream_setting {
+    dn_emu_stream_mode mode;
+    unsigned long long seed;  // random:SEED
+};
+inline const dn_emu_stream_setting &dn_emu_stream_settings()
 {
-    static const dn_emu_stream_mode mode = [] {
+    static const dn_emu_stream_setting setting = []() -> dn_emu_stream_setting {
         const char *v = getenv("DN_EMU_STREAMS");
-        if (!v || !*v || !strcmp(v, "issue")) return DN_EMU_AT_ISSUE;
-        if (!strcmp(v, "late")) return DN_EMU_LATE;
-        if (!strcmp(v, "late-except-newest")) return DN_EMU_LATE_EXCEPT_NEWEST;
-        fprintf(stderr, "cuda_emu: DN_EMU_STREAMS=%s: expected issue, late or late-except-newest\n", v);
+        if (!v || !*v || !strcmp(v, "issue")) return {DN_EMU_AT_ISSUE, 0};
+        if (!strcmp(v, "late")) return {DN_EMU_LATE, 0};
+        if (!strcmp(v, "late-except-newest")) return {DN_EMU_LATE_EXCEPT_NEWEST, 0};
+        char *end = nullptr;
+        unsigned long long seed = strncmp(v, "random:", 7) ? 0 : strtoull(v + 7, &end, 10);
+        if (end && end != v + 7 && !*end) return {DN_EMU_RANDOM, seed};
+        fprintf(stderr, "cuda_emu: DN_EMU_STREAMS=%s: expected issue, late, late-except-newest or random:SEED\n", v);
         abort();
     }();
-    return mode;
+    return setting;
 }
+inline dn_emu_stream_mode dn_emu_streams() { return dn_emu_stream_settings().mode; }
 
 struct dn_emu_scheduler {
     std::recursive_mutex lock;  // queues, and the work they run (one host thread at a time)
     std::vector<dn_emu_stream *> streams;  // live streams, oldest first (legacy ones included)
     dn_emu_stream *legacy[64] = {};
+    std::mt19937_64 random{dn_emu_stream_settings().seed};  // random:SEED's choices
+    unsigned run_ahead_percent = 5 + random() % 91;          // how often a stream runs ahead there
 };
 inline dn_emu_scheduler &dn_emu_scheduler_state()
 {
@@ -204,8 +228,10 @@ inline dn_emu_scheduler &dn_emu_scheduler_state()
 
 inline dn_emu_stream *dn_emu_new_stream(int device, bool blocking, bool legacy)
 {
-    dn_emu_stream *s = new dn_emu_stream{device, blocking, legacy, true, 0, 0, {}};
-    dn_emu_scheduler_state().streams.push_back(s);
+    dn_emu_scheduler &sched = dn_emu_scheduler_state();
+    unsigned pace = dn_emu_streams() == DN_EMU_RANDOM ? sched.random() % 4 : 0;
+    dn_emu_stream *s = new dn_emu_stream{device, blocking, legacy, true, 0, 0, pace, {}};
+    sched.streams.push_back(s);
     return s;
 }
 // stream 0: the current device's legacy default stream
@@ -230,8 +256,45 @@ inline void dn_emu_run_until(dn_emu_stream *s, uint64_t upto)
 }
 inline void dn_emu_finish(dn_emu_stream *s) { dn_emu_run_until(s, s->issued); }
 
-// every stream of `device` to the end, the oldest first; destroyed streams
-// drained are forgotten
+// random:SEED, now and then: a stream with queued work, drawn by pace, runs a
+// random number of its operations (each after what it waits for, as CUDA
+// promises)
+inline void dn_emu_random_step()
+{
+    dn_emu_scheduler &sched = dn_emu_scheduler_state();
+    if (dn_emu_streams() != DN_EMU_RANDOM || sched.random() % 100 >= sched.run_ahead_percent) return;
+    unsigned paces = 0;
+    for (const dn_emu_stream *s : sched.streams) paces += s->issued > s->done ? s->pace : 0;
+    if (!paces) return;
+    unsigned pick = sched.random() % paces;
+    for (dn_emu_stream *s : sched.streams) {
+        unsigned pace = s->issued > s->done ? s->pace : 0;
+        if (pick >= pace) {
+            pick -= pace;
+            continue;
+        }
+        dn_emu_run_until(s, s->done + 1 + sched.random() % (s->issued - s->done));
+        return;
+    }
+}
+
+// a stream or event used after its destruction: CUDA's handle is invalid
+// then (the work queued before still runs)
+inline void dn_emu_check_live(const char *call, const dn_emu_stream *s)
+{
+    if (!s || s->live) return;
+    fprintf(stderr, "cuda_emu: %s on stream %p after cudaStreamDestroy\n", call, (const void *)s);
+    abort();
+}
+inline void dn_emu_check_live(const char *call, const dn_emu_event *e)
+{
+    if (!e || e->live) return;
+    fprintf(stderr, "cuda_emu: %s with event %p after cudaEventDestroy\n", call, (const void *)e);
+    abort();
+}
+
+// every stream of `device` to the end, the oldest first (in a random order
+// under random:SEED); destroyed streams drained are forgotten
 inline void dn_emu_finish_device(int device)
 {
     dn_emu_scheduler &sched = dn_emu_scheduler_state();
@@ -239,6 +302,7 @@ inline void dn_emu_finish_device(int device)
     std::vector<dn_emu_stream *> order;
     for (dn_emu_stream *s : sched.streams)
         if (s->device == device) order.push_back(s);
+    if (dn_emu_streams() == DN_EMU_RANDOM) std::shuffle(order.begin(), order.end(), sched.random);
     for (dn_emu_stream *s : order) dn_emu_finish(s);
     auto drained = [device](const dn_emu_stream *s) { return s->device == device && !s->live && s->done == s->issued; };
     sched.streams.erase(std::remove_if(sched.streams.begin(), sched.streams.end(), drained), sched.streams.end());
@@ -261,14 +325,16 @@ inline void dn_emu_blocking_tails(int device, const dn_emu_stream *skip, dn_emu_
             out.push_back({other, other->issued});
 }
 
-// `run` (nothing where null: a marker) as the next operation of `stream`, at
-// once where DN_EMU_STREAMS is unset, else queued behind its stream's earlier
-// work, `after`, and what the legacy-stream rules order it after; `host` is
-// the page-locked memory it uses.  Returns where it sits: (stream, issued).
-inline std::pair<dn_emu_stream *, uint64_t> dn_emu_enqueue(cudaStream_t stream, std::function<void()> run,
-                                                           dn_emu_deps after = {},
+// `run` (nothing where null: a marker) as the next operation of `stream`,
+// issued by `call`, at once where DN_EMU_STREAMS is unset, else queued behind
+// its stream's earlier work, `after`, and what the legacy-stream rules order
+// it after; `host` is the page-locked memory it uses.  Returns where it
+// sits: (stream, issued).
+inline std::pair<dn_emu_stream *, uint64_t> dn_emu_enqueue(const char *call, cudaStream_t stream,
+                                                           std::function<void()> run, dn_emu_deps after = {},
                                                            std::pair<const void *, size_t> host = {})
 {
+    dn_emu_check_live(call, stream);
     if (dn_emu_streams() == DN_EMU_AT_ISSUE) {
         if (run) run();
         return {nullptr, 0};
@@ -285,14 +351,17 @@ inline std::pair<dn_emu_stream *, uint64_t> dn_emu_enqueue(cudaStream_t stream, 
     s->issued++;
     std::pair<dn_emu_stream *, uint64_t> at{s, s->issued};
     if (dn_emu_streams() == DN_EMU_LATE_EXCEPT_NEWEST && dn_emu_newest_of_device(s)) dn_emu_finish(s);
+    dn_emu_random_step();
     return at;
 }
-// stream s to the end (cudaStreamSynchronize)
-inline void dn_emu_finish_stream(cudaStream_t stream)
+// stream s to the end (cudaStreamSynchronize; `call` the caller's name)
+inline void dn_emu_finish_stream(const char *call, cudaStream_t stream)
 {
+    dn_emu_check_live(call, stream);
     if (dn_emu_streams() == DN_EMU_AT_ISSUE) return;
     dn_emu_scheduler &sched = dn_emu_scheduler_state();
     std::lock_guard<std::recursive_mutex> guard(sched.lock);
+    dn_emu_random_step();
     dn_emu_finish(dn_emu_resolve(stream));
 }
 
@@ -374,7 +443,7 @@ inline cudaError_t cudaFreeAsync(void *p, cudaStream_t stream)
         block = it->second;
         m.blocks.erase(it);
     }
-    dn_emu_enqueue(stream, [p, block] {
+    dn_emu_enqueue("cudaFreeAsync", stream, [p, block] {
         dn_emu_memory &m = dn_emu_memory_state();
         std::lock_guard<std::mutex> guard(m.lock);
         m.used[block.first] -= block.second;
@@ -454,8 +523,8 @@ inline bool dn_emu_on_device(const void *p, size_t bytes)
 // GPU).  Pageable host memory is read when the copy is issued (CUDA stages
 // it); page-locked memory, and pageable memory written by a copy, when the
 // copy runs.  Returns where it was queued.
-inline cudaError_t dn_emu_copy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream,
-                               dn_emu_deps after = {})
+inline cudaError_t dn_emu_copy(const char *call, void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
+                               cudaStream_t stream, dn_emu_deps after = {})
 {
     if (!bytes) return cudaSuccess;
     bool dst_device = dn_emu_on_device(dst, bytes), src_device = dn_emu_on_device(src, bytes);
@@ -471,9 +540,10 @@ inline cudaError_t dn_emu_copy(void *dst, const void *src, size_t bytes, cudaMem
     if (!dst_device && dn_emu_pinned(dst, bytes)) pinned = {dst, bytes};
     if (!src_device && !dn_emu_pinned(src, bytes)) {
         std::shared_ptr<std::vector<char>> staged(new std::vector<char>((const char *)src, (const char *)src + bytes));
-        dn_emu_enqueue(stream, [dst, staged] { memcpy(dst, staged->data(), staged->size()); }, std::move(after), pinned);
+        dn_emu_enqueue(call, stream, [dst, staged] { memcpy(dst, staged->data(), staged->size()); }, std::move(after),
+                       pinned);
     } else {
-        dn_emu_enqueue(stream, [dst, src, bytes] { memmove(dst, src, bytes); }, std::move(after), pinned);
+        dn_emu_enqueue(call, stream, [dst, src, bytes] { memmove(dst, src, bytes); }, std::move(after), pinned);
     }
     return cudaSuccess;
 }
@@ -482,7 +552,7 @@ inline cudaError_t dn_emu_copy(void *dst, const void *src, size_t bytes, cudaMem
 // synchronisation
 inline cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream)
 {
-    return dn_emu_copy(dst, src, bytes, kind, stream);
+    return dn_emu_copy("cudaMemcpyAsync", dst, src, bytes, kind, stream);
 }
 // On the legacy stream.  From host memory: the stream's earlier work first,
 // then the host side staged (pageable) or copied (page-locked) before it
@@ -491,9 +561,10 @@ inline cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemc
 {
     if (!bytes) return cudaSuccess;
     bool from_host = !dn_emu_on_device(src, bytes), to_host = !dn_emu_on_device(dst, bytes);
-    if (from_host) dn_emu_finish_stream(nullptr);
-    cudaError_t e = dn_emu_copy(dst, src, bytes, kind, nullptr);
-    if (e == cudaSuccess && (to_host || (from_host && dn_emu_pinned(src, bytes)))) dn_emu_finish_stream(nullptr);
+    if (from_host) dn_emu_finish_stream("cudaMemcpy", nullptr);
+    cudaError_t e = dn_emu_copy("cudaMemcpy", dst, src, bytes, kind, nullptr);
+    if (e == cudaSuccess && (to_host || (from_host && dn_emu_pinned(src, bytes))))
+        dn_emu_finish_stream("cudaMemcpy", nullptr);
     return e;
 }
 // Between devices: queued behind the legacy stream and the blocking streams
@@ -514,10 +585,11 @@ inline cudaError_t cudaMemcpyPeer(void *dst, int dst_device, const void *src, in
     }
     dn_emu_device = dst_device;
     dn_emu_traffic_counters.device_to_device += bytes;
-    auto at = dn_emu_enqueue(nullptr, [dst, src, bytes] { memmove(dst, src, bytes); }, std::move(after));
+    auto at = dn_emu_enqueue("cudaMemcpyPeer", nullptr, [dst, src, bytes] { memmove(dst, src, bytes); },
+                             std::move(after));
     if (at.first && src_device != dst_device) {
         dn_emu_device = src_device;
-        dn_emu_enqueue(nullptr, nullptr, {at});
+        dn_emu_enqueue("cudaMemcpyPeer", nullptr, nullptr, {at});
     }
     dn_emu_device = current;
     return cudaSuccess;
@@ -528,7 +600,7 @@ inline cudaError_t cudaMemcpyPeerAsync(void *dst, int, const void *src, int, siz
     if (!bytes) return cudaSuccess;
     if (!dn_emu_on_device(dst, bytes) || !dn_emu_on_device(src, bytes)) return dn_emu_fail(cudaErrorInvalidValue);
     dn_emu_traffic_counters.device_to_device += bytes;
-    dn_emu_enqueue(stream, [dst, src, bytes] { memmove(dst, src, bytes); });
+    dn_emu_enqueue("cudaMemcpyPeerAsync", stream, [dst, src, bytes] { memmove(dst, src, bytes); });
     return cudaSuccess;
 }
 inline cudaError_t cudaMemcpy2DAsync(void *dst, size_t dst_pitch, const void *src, size_t src_pitch, size_t width,
@@ -539,7 +611,7 @@ inline cudaError_t cudaMemcpy2DAsync(void *dst, size_t dst_pitch, const void *sr
     if (!(dn_emu_on_device(dst, (height - 1) * dst_pitch + width) && dn_emu_on_device(src, (height - 1) * src_pitch + width)))
         return dn_emu_fail(cudaErrorInvalidValue);
     dn_emu_traffic_counters.device_to_device += height * width;
-    dn_emu_enqueue(stream, [=] {
+    dn_emu_enqueue("cudaMemcpy2DAsync", stream, [=] {
         for (size_t row = 0; row < height; row++)
             memmove((char *)dst + row * dst_pitch, (const char *)src + row * src_pitch, width);
     });
@@ -548,7 +620,7 @@ inline cudaError_t cudaMemcpy2DAsync(void *dst, size_t dst_pitch, const void *sr
 inline cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t stream)
 {
     if (bytes && !dn_emu_on_device(p, bytes)) return dn_emu_fail(cudaErrorInvalidValue);
-    dn_emu_enqueue(stream, [=] { memset(p, value, bytes); });
+    dn_emu_enqueue("cudaMemsetAsync", stream, [=] { memset(p, value, bytes); });
     return cudaSuccess;
 }
 // on the legacy stream, asynchronous to the host
@@ -571,13 +643,13 @@ inline cudaError_t cudaStreamDestroy(cudaStream_t s)
     if (!s) return dn_emu_fail(cudaErrorInvalidValue);
     dn_emu_scheduler &sched = dn_emu_scheduler_state();
     std::lock_guard<std::recursive_mutex> guard(sched.lock);
-    if (!s->live) return dn_emu_fail(cudaErrorInvalidValue);
+    dn_emu_check_live("cudaStreamDestroy", s);
     s->live = false;
     return cudaSuccess;
 }
 inline cudaError_t cudaStreamSynchronize(cudaStream_t s)
 {
-    dn_emu_finish_stream(s);
+    dn_emu_finish_stream("cudaStreamSynchronize", s);
     return cudaSuccess;
 }
 inline cudaError_t cudaDeviceSynchronize()
@@ -587,21 +659,25 @@ inline cudaError_t cudaDeviceSynchronize()
 }
 inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned)
 {
-    *e = new dn_emu_event{dn_emu_device, nullptr, 0};
+    *e = new dn_emu_event{dn_emu_device, true, nullptr, 0};
     return cudaSuccess;
 }
 inline cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
+// returns at once; waits already issued on it still hold
 inline cudaError_t cudaEventDestroy(cudaEvent_t e)
 {
-    delete e;
+    if (!e) return dn_emu_fail(cudaErrorInvalidValue);
+    dn_emu_check_live("cudaEventDestroy", e);
+    e->live = false;
     return cudaSuccess;
 }
 // the event stands for the work issued to s so far (on the legacy stream,
 // with the blocking streams' work before it)
 inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
 {
+    dn_emu_check_live("cudaEventRecord", e);
     if (!e || e->device != (s ? s->device : dn_emu_device)) return dn_emu_fail(cudaErrorInvalidValue);  // CUDA refuses that
-    auto at = dn_emu_enqueue(s, nullptr);
+    auto at = dn_emu_enqueue("cudaEventRecord", s, nullptr);
     e->stream = at.first;
     e->issued = at.second;
     return cudaSuccess;
@@ -610,7 +686,9 @@ inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
 inline cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned)
 {
     if (!e) return dn_emu_fail(cudaErrorInvalidValue);
-    if (e->stream) dn_emu_enqueue(s, nullptr, {{e->stream, e->issued}});
+    dn_emu_check_live("cudaStreamWaitEvent", e);
+    dn_emu_check_live("cudaStreamWaitEvent", s);
+    if (e->stream) dn_emu_enqueue("cudaStreamWaitEvent", s, nullptr, {{e->stream, e->issued}});
     return cudaSuccess;
 }
 

@@ -230,7 +230,10 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void *alpha, c
     if (!shape_of(xd, wd, conv, yd, &s) || !workspace_fits("forward", s, algo, workspace, workspace_bytes))
         return CUDNN_STATUS_NOT_SUPPORTED;
     float a = *(const float *)alpha, b = *(const float *)beta;
-    dn_emu_enqueue(handle->stream, [=] { scribble(s, algo, workspace); forward(s, a, x, w, b, y); });
+    dn_emu_enqueue("cudnnConvolutionForward", handle->stream, [=] {
+        scribble(s, algo, workspace);
+        forward(s, a, x, w, b, y);
+    });
     return CUDNN_STATUS_SUCCESS;
 }
 static void forward(const shape &s, float alpha, const void *x, const void *w, float beta, void *y)
@@ -257,7 +260,10 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void *a
     if (!shape_of(xd, dwd, conv, dyd, &s) || !workspace_fits("filter", s, algo, workspace, workspace_bytes))
         return CUDNN_STATUS_NOT_SUPPORTED;
     float a = *(const float *)alpha, b = *(const float *)beta;
-    dn_emu_enqueue(handle->stream, [=] { scribble(s, algo, workspace); backward_filter(s, a, x, dy, b, dw); });
+    dn_emu_enqueue("cudnnConvolutionBackwardFilter", handle->stream, [=] {
+        scribble(s, algo, workspace);
+        backward_filter(s, a, x, dy, b, dw);
+    });
     return CUDNN_STATUS_SUCCESS;
 }
 static void backward_filter(const shape &s, float alpha, const void *x, const void *dy, float scale, void *dw)
@@ -287,7 +293,10 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void *alp
     if (!shape_of(dxd, wd, conv, dyd, &s) || !workspace_fits("data", s, algo, workspace, workspace_bytes))
         return CUDNN_STATUS_NOT_SUPPORTED;
     float a = *(const float *)alpha, b = *(const float *)beta;
-    dn_emu_enqueue(handle->stream, [=] { scribble(s, algo, workspace); backward_data(s, a, w, dy, b, dx); });
+    dn_emu_enqueue("cudnnConvolutionBackwardData", handle->stream, [=] {
+        scribble(s, algo, workspace);
+        backward_data(s, a, w, dy, b, dx);
+    });
     return CUDNN_STATUS_SUCCESS;
 }
 static void backward_data(const shape &s, float a, const void *w, const void *dy, float scale, void *dx)

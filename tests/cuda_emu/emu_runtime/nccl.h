@@ -107,9 +107,9 @@ inline ncclResult_t dn_emu_nccl_collective(std::vector<dn_emu_nccl_call> calls)
     std::lock_guard<std::recursive_mutex> guard(sched.lock);
     dn_emu_deps others;  // never the legacy stream: ncclAllReduce refuses stream 0
     for (size_t r = 1; r < calls.size(); r++) others.push_back({calls[r].stream, calls[r].stream->issued});
-    auto at = dn_emu_enqueue(calls[0].stream, run, std::move(others));
+    auto at = dn_emu_enqueue("ncclAllReduce", calls[0].stream, run, std::move(others));
     if (at.first)
-        for (size_t r = 1; r < calls.size(); r++) dn_emu_enqueue(calls[r].stream, nullptr, {at});
+        for (size_t r = 1; r < calls.size(); r++) dn_emu_enqueue("ncclAllReduce", calls[r].stream, nullptr, {at});
     return ncclSuccess;
 }
 
