@@ -17,6 +17,8 @@ from pydarknet import (ArgumentError, CfgError, DarknetError, DarknetIOError, De
 
 NET = "[net]\nbatch=1\nwidth=16\nheight=16\nchannels=3\n"
 CONV = "[convolutional]\nfilters=4\nsize=3\npad=1\nactivation=leaky\n"
+# an input just under 2^31 values: a layer that grows it overflows an int
+BIG_NET = "[net]\nbatch=1\nwidth=65536\nheight=32767\nchannels=1\n"
 
 # (name, cfg text, exception, fragments the message must contain)
 BAD_CFGS = [
@@ -63,6 +65,39 @@ BAD_CFGS = [
      ["32x32 kernel", "does not fit a 16x16 input"]),
     ("groups not dividing", NET + CONV.replace("filters=4", "filters=4\ngroups=2"), CfgError,
      ["groups=2 must divide", "(3)"]),
+    # shapes are computed without int overflow and refused when they do not fit an int
+    ("input volume overflows", "[net]\nwidth=65537\nheight=65537\nchannels=1\n[maxpool]\nsize=1\n",
+     CfgError, [":1:", "[net]", "width=65537 height=65537 channels=1", "too large",
+                "4295098369 values; at most 2147483647"]),
+    ("maxpool output overflows", BIG_NET + "[maxpool]\nsize=1\nstride=1\npadding=2\n", CfgError,
+     [":6:", "[maxpool]", "output 65538x32769x1 is too large (2147614722 values; at most 2147483647)"]),
+    ("maxpool padding absurd", NET + "[maxpool]\nsize=1\nstride=1\npadding=2147483646\n", CfgError,
+     ["[maxpool]", "padding 2147483646", "more than 2147483647 a side"]),
+    ("conv output overflows", BIG_NET + "[convolutional]\nfilters=2\nsize=1\n", CfgError,
+     ["[convolutional]", "output 65536x32767x2 is too large (4294836224 values"]),
+    ("conv padding absurd", NET + CONV.replace("pad=1", "padding=2147483647"), CfgError,
+     ["[convolutional]", "padding 2147483647", "more than 2147483647 a side"]),
+    ("conv size absurd", NET + CONV.replace("size=3", "size=50000"), CfgError,
+     ["[convolutional]", "size=50000 with 3 input channels", "7500000000 values", "at most 1073741824"]),
+    ("upsample output overflows", NET + "[upsample]\nstride=2147483647\n", CfgError,
+     ["[upsample]", "output 34359738352x34359738352x3 is too large"]),
+    ("reorg stride squared overflows", NET + "[reorg]\nstride=46341\nreverse=1\n", CfgError,
+     ["[reorg]", "stride 46341 does not divide its 16x16x3 input"]),
+    ("route channels overflow", "[net]\nwidth=1\nheight=1\nchannels=1073741824\n[avgpool]\n"
+     "[route]\nlayers=0,0\n", CfgError, ["[route]", "output 1x1x2147483648 is too large"]),
+    ("region channels overflow", NET + "[region]\nclasses=1000000000\nnum=3\n", CfgError,
+     ["[region]", "3000000015 channels"]),
+    ("yolo max absurd", NET + CONV.replace("filters=4", "filters=6") +
+     "[yolo]\nmask=0\nanchors=10,14\nclasses=1\nnum=1\nmax=858993460\n", CfgError,
+     ["[yolo]", "max=858993460, expected 1..10000"]),
+    ("yolo jitter", NET + CONV.replace("filters=4", "filters=6") +
+     "[yolo]\nclasses=1\nnum=1\njitter=5\n", CfgError, ["[yolo]", "jitter=5, expected", "[0, 1)"]),
+    ("region jitter", NET + CONV.replace("filters=4", "filters=6") +
+     "[region]\nclasses=1\nnum=1\njitter=1\n", CfgError, ["[region]", "jitter=1, expected"]),
+    ("net hue", NET.replace("[net]\n", "[net]\nhue=1e30\n") + CONV, CfgError,
+     ["[net]", "hue=1e+30, expected", "[0, 1]"]),
+    ("net saturation", NET.replace("[net]\n", "[net]\nsaturation=0\n") + CONV, CfgError,
+     ["[net]", "saturation=0, expected a factor"]),
 ]
 
 
@@ -197,6 +232,40 @@ def test_failed_resize_keeps_the_old_size() -> None:
         np.testing.assert_array_equal(net.predict(x), before)
         net.resize(608, 608)  # a size it takes
         assert net.input_shape == (1, 3, 608, 608)
+
+
+RESIZES = [
+    # a [reorg] resized to a size its stride does not divide (it would write past its output)
+    ("[net]\nwidth=16\nheight=16\nchannels=4\n[reorg]\nstride=2\n", (17, 16), ArgumentError,
+     ["resizing to 17x16: layer 0 ([reorg]): stride 2 does not divide its 17x16x4 input"]),
+    # (-3) * (-3) * 6 > 0: a negative shape is refused, not only an empty one
+    ("[net]\nwidth=8\nheight=8\nchannels=6\n[maxpool]\nsize=5\nstride=1\npadding=0\n"
+     "[yolo]\nclasses=1\nnum=1\nanchors=10,10\n", (1, 1), ArgumentError,
+     ["resizing to 1x1: layer 0 ([maxpool])", "does not fit a 1x1 input (output -3x-3)"]),
+    ("[net]\nwidth=16\nheight=16\nchannels=1\n[upsample]\nstride=2\n", (32768, 32767), ArgumentError,
+     ["resizing to 32768x32767: layer 0 ([upsample]): output 65536x65534x1 is too large "
+      "(4294836224 values; at most 2147483647)"]),
+    ("[net]\nwidth=16\nheight=16\nchannels=1\n[upsample]\nstride=2\n", (65536, 32768), ArgumentError,
+     ["resizing to 65536x32768: the 65536x32768x1 input is too large (2147483648 values"]),
+]
+
+
+@pytest.mark.parametrize("text,size,error,fragments", RESIZES,
+                         ids=["reorg stride", "maxpool negative", "upsample overflow", "input overflow"])
+def test_resize_refuses_shapes_a_layer_cannot_take(tmp_path: Path, text: str, size: tuple[int, int],
+                                                   error: type, fragments: list[str]) -> None:
+    """Every layer's resize checks its new shape as its parse does; the
+    network keeps its old size and still runs."""
+    path = tmp_path / "net.cfg"
+    path.write_text(text)
+    with Network(path) as net:
+        shapes = [(layer.input_shape, layer.output_shape) for layer in net.layers]
+        with pytest.raises(error) as info:
+            net.resize(*size)
+        for fragment in fragments:
+            assert fragment in str(info.value), f"{fragment!r} not in {str(info.value)!r}"
+        assert [(layer.input_shape, layer.output_shape) for layer in net.layers] == shapes
+        net.predict(np.zeros(net.input_shape, np.float32))
 
 
 def test_bad_predict_calls(tiny_cfg: Path) -> None:

@@ -84,6 +84,34 @@ def test_bad_frames_raise_image_error(bad, match: str) -> None:
         frame_to_input(bad, 32, 32)
 
 
+@pytest.mark.parametrize("w,h,out_w,out_h", [(3, 1, 16777221, 1), (1, 3, 1, 16777221)])
+def test_resize_past_2_to_the_24_stays_inside_the_source(w: int, h: int, out_w: int, out_h: int) -> None:
+    """Over 2^24 output pixels a side, darknet's float c * scale rounds up to
+    the last source index before the last output: the sample must not read
+    one past the row (or column).  The value after the image is +inf here,
+    so a read past it shows as NaN (0 * inf)."""
+    from pydarknet._ffi import check, ffi, lib
+    source = np.array([0, 1, 2, np.inf], np.float32)  # the image is the first 3 values
+    out = np.empty(out_w * out_h, np.float32)
+    check(lib.dn_image_resize(ffi.from_buffer("float[]", source), w, h, 1, out_w, out_h,
+                              ffi.from_buffer("float[]", out)))
+    assert np.isfinite(out).all()
+    assert out[0] == 0 and out[-1] == 2 and (np.diff(out) >= 0).all()
+
+
+def test_row_stride_check_does_not_overflow() -> None:
+    """3 * width overflows an int for a width over 715827882: the check must
+    still see that a 3-byte row stride is too small."""
+    from pydarknet._ffi import ffi, lib
+    data = np.zeros(16, np.uint8)
+    frame = ffi.new("dn_frame *", {"data": ffi.from_buffer("uint8_t[]", data), "width": 800000000,
+                                   "height": 1, "row_stride": 3})
+    out = np.empty(3, np.float32)
+    status = lib.dn_frame_to_input(frame, 1, 1, lib.DN_RESIZE_PLAIN, ffi.from_buffer("float[]", out))
+    assert status == lib.DN_ERR_IMAGE
+    assert "row stride 3 is smaller than 3 * width (2400000000)" in ffi.string(lib.dn_last_error()).decode()
+
+
 def test_submodules_resolve_as_the_readme_uses_them(tmp_path: Path) -> None:
     """`pydarknet.image.frame_to_input` and `pydarknet.video.VideoReader`
     after a bare `import pydarknet` (a fresh interpreter, nothing imported;

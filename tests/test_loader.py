@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pydarknet import DataError
+from pydarknet import ArgumentError, DataError
 from pydarknet._ffi import check, ffi, lib
 from pydarknet.detect import _frame_struct
 from pydarknet.loader import (Augmentation, BatchLoader, DetectionDataset, ScaleSchedule,
@@ -57,6 +57,23 @@ def test_no_augmentation_is_a_plain_resize_with_the_same_boxes() -> None:
     np.testing.assert_allclose(truth[:2], [[.4, .5, .4, .5, 2], [.9, .1, .1, .1, 0]], atol=1e-6)
     assert not truth[2:].any()
     assert image.shape == (3, 64, 64)
+
+
+@pytest.mark.parametrize("setting,value,expected", [
+    ("jitter", 1., "[0, 1)"), ("jitter", -.1, "[0, 1)"), ("jitter", float("nan"), "[0, 1)"),
+    ("hue", 1e30, "[0, 1]"), ("hue", -.5, "[0, 1]"),
+    ("saturation", 1e30, "a factor"), ("saturation", 0., "a factor"),
+    ("exposure", float("inf"), "a factor"), ("exposure", 1e-30, "a factor"),
+])
+def test_augmentation_settings_out_of_range_are_refused(setting: str, value: float, expected: str) -> None:
+    """Huge, non-finite or meaningless settings would give NaN sizes and
+    hues, then float-to-int overflow: refused, naming the setting."""
+    frame = white_box_frame(40, 30, 120, 90)
+    labels = np.array([[0, .5, .5, .2, .2]], np.float32)
+    with pytest.raises(ArgumentError) as info:
+        sample(frame, labels, 32, seed=0, **{setting: value})
+    assert f"augmentation {setting}=" in str(info.value) and expected in str(info.value)
+    sample(frame, labels, 32, seed=0, jitter=.99, hue=1, saturation=.75, exposure=1.5)  # the limits work
 
 
 @pytest.mark.parametrize("seed", range(12))

@@ -189,6 +189,57 @@ def test_broken_headers(tmp_path: Path, tiny_cfg: Path, content: bytes, match: s
         net.load_weights(path)
 
 
+def payload_of(tmp_path: Path, cfg: Path) -> bytes:
+    """The layer data (after the 20-byte header) of a saved random network."""
+    with Network(cfg) as net:
+        net.randomize(1)
+        net.save_weights(tmp_path / "payload.weights")
+    return (tmp_path / "payload.weights").read_bytes()[20:]
+
+
+def test_negative_seen_is_refused(tmp_path: Path, tiny_cfg: Path) -> None:
+    """darknet's seen is a 64-bit count: one with the top bit set is no count
+    (and would overflow when training adds to it)."""
+    path = tmp_path / "bad.weights"
+    path.write_bytes(struct.pack("<iiiQ", 0, 2, 0, 1 << 63) + payload_of(tmp_path, tiny_cfg))
+    with Network(tiny_cfg) as net, pytest.raises(WeightsError) as info:
+        net.load_weights(path)
+    assert "bad.weights: header seen=-9223372036854775808 is negative" in str(info.value)
+
+
+def test_seen_stops_at_the_largest_count(tmp_path: Path) -> None:
+    """A count loaded near INT64_MAX does not wrap negative when training adds the batch."""
+    cfg = write_cfg(tmp_path, "[net]\nbatch=2\nwidth=4\nheight=4\nchannels=2\n"
+                    "[convolutional]\nfilters=1\nsize=1\nactivation=linear\n")
+    biggest = (1 << 63) - 1
+    with Network(cfg, train=True) as net:
+        path = tmp_path / "late.weights"
+        net.save_weights(path)
+        data = path.read_bytes()
+        path.write_bytes(data[:12] + struct.pack("<q", biggest - 1) + data[20:])
+        net.load_weights(path)
+        assert net.seen == biggest - 1
+        x = np.zeros((net.images_per_step, 2, 4, 4), np.float32)
+        for _ in range(2):  # the first step reaches INT64_MAX, the second stays there
+            net.train_step(x, None)
+            assert net.seen == biggest
+
+
+def test_version_test_does_not_overflow(tmp_path: Path, tiny_cfg: Path) -> None:
+    """darknet's 64-bit seen test, major*10 + minor >= 2, on a major whose
+    *10 overflows an int: -300000000 is below 2, so seen is 32-bit (16-byte
+    header), and the file saves back as it was."""
+    path = tmp_path / "old.weights"
+    data = struct.pack("<iiii", -300000000, 0, 0, 1234) + payload_of(tmp_path, tiny_cfg)
+    path.write_bytes(data)
+    with Network(tiny_cfg) as net:
+        net.load_weights(path)
+        assert net.seen == 1234
+        assert net.info.weights_version == (-300000000, 0, 0)
+        net.save_weights(tmp_path / "again.weights")
+    assert (tmp_path / "again.weights").read_bytes() == data
+
+
 def test_missing_and_directory(tmp_path: Path, tiny_cfg: Path) -> None:
     with Network(tiny_cfg) as net:
         with pytest.raises(DarknetIOError, match="nope.weights"):

@@ -8,6 +8,7 @@
  * mapped the same way, clipped to the image, and dropped when narrower
  * than .001.  Randomness comes from a per-sample seed instead of rand(), so
  * loader threads give the same data whatever their scheduling. */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,23 +196,69 @@ static void fill_truth(const float *labels, int n_labels, int shuffle, dn_rng *r
 
 /* ---- the sample ---------------------------------------------------------------- */
 
+/* Beyond these the arithmetic above breaks down: jitter >= 1 can make the
+ * new aspect ratio's height 0 or negative, a hue shift over 1 leaves the
+ * wrapped hue outside [0, 1] (the float-to-int of its sector overflows for
+ * huge ones), and a colour factor near 0 or huge gives an infinite scale
+ * (then NaN pixels). */
+#define MIN_COLOUR_FACTOR 1e-6f
+#define MAX_COLOUR_FACTOR 1e6f
+
+const char *dn_augment_expected(const char *name, float value)
+{
+    if (strcmp(name, "jitter") == 0)
+        return value >= 0 && value < 1
+                   ? NULL
+                   : "a number in [0, 1) (how far each side may stretch, as a fraction)";
+    if (strcmp(name, "hue") == 0)
+        return value >= 0 && value <= 1
+                   ? NULL
+                   : "a number in [0, 1] (the largest hue shift, as a fraction of the colour circle)";
+    return value >= MIN_COLOUR_FACTOR && value <= MAX_COLOUR_FACTOR
+               ? NULL
+               : "a factor in [1e-06, 1e+06] (darknet scales by a random factor in [1, s] or its "
+                 "inverse; its cfgs use .75 to 1.5)";
+}
+
+static dn_status check_augment_params(const dn_augment_params *p)
+{
+    const struct {
+        const char *name;
+        float value;
+    } settings[] = {{"jitter", p->jitter}, {"hue", p->hue}, {"saturation", p->saturation},
+                    {"exposure", p->exposure}};
+    for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++) {
+        const char *expected = dn_augment_expected(settings[i].name, settings[i].value);
+        if (expected)
+            return DN_FAIL(DN_ERR_ARG, "augmentation %s=%g, expected %s", settings[i].name,
+                           settings[i].value, expected);
+    }
+    return DN_OK;
+}
+
 DN_API dn_status dn_detection_sample(const dn_frame *frame, const float *labels, int n_labels,
                                      int out_w, int out_h, const dn_augment_params *p,
                                      uint64_t seed, float *image_out, float *truth_out)
 {
     if (!frame || !frame->data || !p || !image_out || !truth_out || (n_labels && !labels))
         return DN_FAIL(DN_ERR_ARG, "frame, params, outputs (and labels) must not be NULL");
-    if (frame->width < 1 || frame->height < 1 || frame->row_stride < 3 * frame->width)
+    if (frame->width < 1 || frame->height < 1 || frame->row_stride < 3 * (int64_t)frame->width)
         return DN_FAIL(DN_ERR_IMAGE, "bad frame (%dx%d, row stride %d)", frame->width,
                        frame->height, frame->row_stride);
     if (out_w < 1 || out_h < 1 || p->max_boxes < 0 || n_labels < 0)
         return DN_FAIL(DN_ERR_ARG, "bad sizes (%dx%d, max_boxes %d, %d labels)", out_w, out_h,
                        p->max_boxes, n_labels);
+    /* a network input fits an int (so do twice its sides, which the
+     * placement below converts to int) */
+    if ((int64_t)out_w * out_h > INT_MAX / 3)
+        return DN_FAIL(DN_ERR_ARG, "output %dx%dx3 is too large (%.0f values; at most %d)", out_w,
+                       out_h, 3.0 * out_w * out_h, INT_MAX);
     if (!p->augment) {
         DN_TRY(dn_frame_to_input_pool(NULL, frame, out_w, out_h, DN_RESIZE_PLAIN, image_out));
         fill_truth(labels, n_labels, 0, NULL, 0, 0, 1, 1, 0, p->max_boxes, truth_out);
         return DN_OK;
     }
+    DN_TRY(check_augment_params(p));
     dn_rng rng;
     dn_rng_seed(&rng, seed);
     float ow = frame->width, oh = frame->height;

@@ -29,6 +29,16 @@ static inline float source_pixel(const source *s, int x, int y, int k)
     return s->chw[((size_t)k * s->h + y) * s->w + x];
 }
 
+/* The source index of an output sample at sx (= c * scale, in float as
+ * darknet computes it): its integer part, kept inside [0, n - 1].  For an
+ * output over 2^24 wide, c * scale rounds up to n - 1 before the last
+ * column; darknet would then read one past the row (out of bounds). */
+static inline int source_index(float sx, int n)
+{
+    if (!(sx < (float)(n - 1))) return n - 1; /* also keeps (int) from overflowing */
+    return sx > 0 ? (int)sx : 0;
+}
+
 typedef struct {
     const source *src;
     float *part;        /* new_w x src.h x c */
@@ -51,9 +61,10 @@ static void resize_rows(void *p, int row, int thread)
                 val = source_pixel(s, s->w - 1, row, k);
             } else {
                 float sx = c * j->w_scale;
-                int ix = (int)sx;
+                int ix = source_index(sx, s->w);
                 float dx = sx - ix;
-                val = (1 - dx) * source_pixel(s, ix, row, k) + dx * source_pixel(s, ix + 1, row, k);
+                int next = ix + 1 < s->w ? ix + 1 : ix;
+                val = (1 - dx) * source_pixel(s, ix, row, k) + dx * source_pixel(s, next, row, k);
             }
             out[c] = val;
         }
@@ -67,9 +78,9 @@ static void resize_columns(void *p, int r, int thread)
     const resize_job *j = p;
     const source *s = j->src;
     float sy = r * j->h_scale;
-    int iy = (int)sy;
+    int iy = source_index(sy, s->h);
     float dy = sy - iy;
-    int last = (r == j->new_h - 1 || s->h == 1);
+    int last = (r == j->new_h - 1 || iy + 1 >= s->h); /* as for columns: no row past the last */
     for (int k = 0; k < s->c; k++) {
         const float *row0 = j->part + ((size_t)k * s->h + iy) * j->new_w;
         const float *row1 = last ? row0 : row0 + j->new_w;
@@ -138,9 +149,9 @@ static dn_status check_frame(const dn_frame *frame)
     if (!frame || !frame->data) return DN_FAIL(DN_ERR_ARG, "frame and its data must not be NULL");
     if (frame->width < 1 || frame->height < 1)
         return DN_FAIL(DN_ERR_IMAGE, "empty frame (%dx%d)", frame->width, frame->height);
-    if (frame->row_stride < 3 * frame->width)
-        return DN_FAIL(DN_ERR_IMAGE, "frame row stride %d is smaller than 3 * width (%d)",
-                       frame->row_stride, 3 * frame->width);
+    if (frame->row_stride < 3 * (int64_t)frame->width)
+        return DN_FAIL(DN_ERR_IMAGE, "frame row stride %d is smaller than 3 * width (%lld)",
+                       frame->row_stride, 3 * (long long)frame->width);
     return DN_OK;
 }
 

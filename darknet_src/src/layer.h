@@ -23,6 +23,7 @@
 #ifndef DN_LAYER_H
 #define DN_LAYER_H
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -241,5 +242,40 @@ dn_status dn_layer_alloc_bn(dn_layer *l, int train);
 void dn_layer_free_bn(dn_layer *l);
 /* Standard SGD update of biases, scales and weights (darknet's rule). */
 void dn_layer_sgd_update(dn_layer *l, const dn_update_args *a);
+/* A cfg error unless `value` of option `key` (jitter, hue, saturation,
+ * exposure) is an augmentation setting the data loader can use. */
+dn_status dn_cfg_check_augment(const dn_cfg *cfg, const dn_section *s, const char *key, float value);
+
+/* Shapes ------------------------------------------------------------------- */
+
+/* The most values (w*h*c) one image's input or output may hold: shapes,
+ * offsets and loop bounds inside an image are ints, as in darknet. */
+#define DN_MAX_VOLUME INT_MAX
+
+/* 1 when every side is >= 1 and w*h*c <= DN_MAX_VOLUME (no overflow on the
+ * way, whatever the arguments). */
+int dn_shape_fits(int64_t w, int64_t h, int64_t c);
+
+/* A layer's shape error.  Parsing (b != NULL): a DN_ERR_CFG naming b's file,
+ * line and section.  Resizing (b == NULL): a DN_ERR_ARG, which the network's
+ * resize prefixes with the new size and the layer. */
+dn_status dn_layer_shape_error(const dn_build *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Every layer's parse and resize set their output shape here: the caller
+ * computes out_w, out_h, out_c in int64 (so no formula overflows), this
+ * refuses a side < 1 or more than DN_MAX_VOLUME values, then sets out_*,
+ * out_size and in_size (from in_w, in_h, in_c).  b as in dn_layer_shape_error. */
+dn_status dn_layer_set_output_shape(dn_layer *l, const dn_build *b, int64_t out_w, int64_t out_h,
+                                    int64_t out_c);
+
+/* A sliding window's output shape (convolution, max pooling): out = (in +
+ * added - size)/stride + 1 on each side, where `added` is what the padding
+ * adds to a side (2*pad for a convolution, padding= for darknet's maxpool)
+ * and `padding` the option as the cfg says it, for messages; `what` names
+ * the window ("kernel").  The padded input must fit an int too: the index
+ * loops run over it.  Then as dn_layer_set_output_shape. */
+dn_status dn_layer_set_window_shape(dn_layer *l, const dn_build *b, const char *what, int64_t size,
+                                    int64_t stride, int64_t padding, int64_t added, int64_t out_c);
 
 #endif

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "network.h"
 
+#include <limits.h>
 #include <math.h>
 #include <sched.h>
 #include <stdio.h>
@@ -69,6 +70,8 @@ static dn_status parse_policy(const dn_cfg *cfg, dn_section *s, dn_net_hparams *
     return DN_OK;
 }
 
+static int clamp_to_int(int64_t v) { return v > INT_MAX ? INT_MAX : v < INT_MIN ? INT_MIN : (int)v; }
+
 static dn_status parse_net_section(const dn_cfg *cfg, dn_section *s, dn_net_hparams *hp)
 {
     memset(hp, 0, sizeof *hp);
@@ -89,8 +92,12 @@ static dn_status parse_net_section(const dn_cfg *cfg, dn_section *s, dn_net_hpar
     DN_TRY(dn_cfg_int(cfg, s, "height", 0, &hp->height));
     DN_TRY(dn_cfg_int(cfg, s, "width", 0, &hp->width));
     DN_TRY(dn_cfg_int(cfg, s, "channels", 0, &hp->channels));
-    DN_TRY(dn_cfg_int(cfg, s, "inputs", hp->height * hp->width * hp->channels, &hp->inputs));
-    DN_TRY(dn_cfg_int(cfg, s, "max_crop", hp->width * 2, &hp->max_crop));
+    /* darknet's defaults, h*w*c and 2*w, computed without overflow (absurd
+     * sizes are refused below and in build_network) */
+    int volume = dn_shape_fits(hp->width, hp->height, hp->channels)
+                     ? hp->height * hp->width * hp->channels : 0;
+    DN_TRY(dn_cfg_int(cfg, s, "inputs", volume, &hp->inputs));
+    DN_TRY(dn_cfg_int(cfg, s, "max_crop", clamp_to_int((int64_t)hp->width * 2), &hp->max_crop));
     DN_TRY(dn_cfg_int(cfg, s, "min_crop", hp->width, &hp->min_crop));
     hp->max_ratio = hp->width ? (float)hp->max_crop / hp->width : 0;
     hp->min_ratio = hp->width ? (float)hp->min_crop / hp->width : 0;
@@ -103,6 +110,9 @@ static dn_status parse_net_section(const dn_cfg *cfg, dn_section *s, dn_net_hpar
     DN_TRY(dn_cfg_float(cfg, s, "saturation", 1, &hp->saturation));
     DN_TRY(dn_cfg_float(cfg, s, "exposure", 1, &hp->exposure));
     DN_TRY(dn_cfg_float(cfg, s, "hue", 0, &hp->hue));
+    DN_TRY(dn_cfg_check_augment(cfg, s, "saturation", hp->saturation));
+    DN_TRY(dn_cfg_check_augment(cfg, s, "exposure", hp->exposure));
+    DN_TRY(dn_cfg_check_augment(cfg, s, "hue", hp->hue));
     DN_TRY(parse_policy(cfg, s, hp));
     DN_TRY(dn_cfg_int(cfg, s, "max_batches", 0, &hp->max_batches));
 
@@ -463,6 +473,21 @@ static dn_status check_supported(const dn_cfg *cfg)
     return DN_OK;
 }
 
+/* The input of one image (w*h*c values) must fit an int, as every layer's
+ * shapes must (DN_MAX_VOLUME). */
+static dn_status check_input_volume(const dn_cfg *cfg, const dn_section *net_section,
+                                    const dn_network *net, const dn_network_params *p)
+{
+    if (dn_shape_fits(net->w, net->h, net->c)) return DN_OK;
+    double volume = (double)net->w * net->h * net->c;
+    if (p->width || p->height)
+        return DN_FAIL(DN_ERR_ARG, "width=%d height=%d (given) with channels=%d: the input is too "
+                       "large (%.0f values; at most %d)", net->w, net->h, net->c, volume, DN_MAX_VOLUME);
+    return dn_cfg_error(cfg, net_section, DN_ERR_CFG,
+                        "width=%d height=%d channels=%d: the input is too large (%.0f values; at "
+                        "most %d)", net->w, net->h, net->c, volume, DN_MAX_VOLUME);
+}
+
 static dn_status build_network(dn_network *net, dn_cfg *cfg, const dn_network_params *p)
 {
     dn_section *net_section = &cfg->sections[0];
@@ -477,6 +502,7 @@ static dn_status build_network(dn_network *net, dn_cfg *cfg, const dn_network_pa
     net->w = p->width ? p->width : net->hp.width;
     net->h = p->height ? p->height : net->hp.height;
     net->c = net->hp.channels;
+    DN_TRY(check_input_volume(cfg, net_section, net, p));
     net->inputs = net->w * net->h * net->c;
     net->train = p->train ? 1 : 0;
     net->weights_major = 0;

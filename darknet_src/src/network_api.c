@@ -115,16 +115,18 @@ DN_API dn_status dn_network_set_batch(dn_network *net, int batch)
     return reallocate(net);
 }
 
-/* every layer's shape for a width x height input */
+/* every layer's shape for a width x height input (each layer's resize
+ * refuses a shape it cannot take; its message gets the size and the layer) */
 static dn_status resize_layers(dn_network *net, int width, int height)
 {
     int w = width, h = height;
     for (int i = 0; i < net->n_layers; i++) {
         dn_layer *l = &net->layers[i];
-        DN_TRY(l->ops->resize(l, w, h));
-        if (l->out_size <= 0)
-            return DN_FAIL(DN_ERR_ARG, "resizing to %dx%d leaves layer %d ([%s]) empty", width,
-                           height, i, l->ops->name);
+        dn_status st = l->ops->resize(l, w, h);
+        if (st != DN_OK) {
+            dn_error_prefix("resizing to %dx%d: layer %d ([%s]): ", width, height, i, l->ops->name);
+            return st;
+        }
         w = l->out_w;
         h = l->out_h;
     }
@@ -136,6 +138,10 @@ DN_API dn_status dn_network_resize(dn_network *net, int width, int height)
     if (!net) return DN_FAIL(DN_ERR_ARG, "network must not be NULL");
     if (width < 1 || height < 1)
         return DN_FAIL(DN_ERR_ARG, "size must be positive, got %dx%d", width, height);
+    if (!dn_shape_fits(width, height, net->c))
+        return DN_FAIL(DN_ERR_ARG, "resizing to %dx%d: the %dx%dx%d input is too large (%.0f values; at most %d)",
+                       width, height, width, height, net->c, (double)width * height * net->c,
+                       DN_MAX_VOLUME);
     if (width == net->w && height == net->h && net->buffers_lost == DN_OK) return DN_OK;
     dn_status st = resize_layers(net, width, height);
     if (st != DN_OK) {
@@ -146,7 +152,7 @@ DN_API dn_status dn_network_resize(dn_network *net, int width, int height)
     }
     net->w = width;
     net->h = height;
-    net->inputs = width * height * net->c;
+    net->inputs = width * height * net->c; /* fits: checked above */
     return reallocate(net);
 }
 

@@ -193,7 +193,7 @@ DN_API dn_status dn_network_forward_backward(dn_network *net, const float *input
 {
     DN_TRY(check_training(net, input, truth));
     if (truth) DN_TRY(check_boxes(net, truth));
-    net->seen += net->batch; /* darknet counts the images before the forward */
+    net->seen = dn_seen_add(net->seen, net->batch); /* darknet counts the images before the forward */
     DN_TRY(dn_network_forward(net, input, 1, truth));
     float cost = network_cost(net);
     if (!isfinite(cost)) {

@@ -321,7 +321,7 @@ static void replica_gradients(step_job *j, int r)
     const float *tr = j->truth ? j->truth + (size_t)r * images * net->truth_size : NULL;
     float loss_sum = 0;
     for (int s = 0; s < passes; s++) {
-        net->seen = j->seen_before + ((int64_t)s * n + (n - 1)) * net->batch;
+        net->seen = dn_seen_add(j->seen_before, ((int64_t)s * n + (n - 1)) * net->batch);
         float loss;
         dn_status st = dn_network_train_pass(net, in, tr, s, &loss);
         if (st != DN_OK) {
@@ -378,7 +378,9 @@ static dn_status run_on_replicas(dn_trainer *t, step_job *j, void (*work)(step_j
 static dn_status darknet_sync(dn_trainer *t)
 {
     dn_network *first = t->nets[0];
-    first->seen += (int64_t)t->params.sync_every * (t->n - 1) * first->batch * first->hp.subdivisions;
+    int64_t images = dn_count_mul(dn_count_mul(t->params.sync_every, t->n - 1),
+                                  (int64_t)first->batch * first->hp.subdivisions);
+    first->seen = dn_seen_add(first->seen, images);
     for (int r = 1; r < t->n; r++) t->nets[r]->seen = first->seen;
     DN_TRY(average(t, BUF_PARAMS));
     if (t->params.sync_bn_stats) DN_TRY(average(t, BUF_STATS));

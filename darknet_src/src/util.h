@@ -38,6 +38,22 @@ float dn_rng_normal(dn_rng *rng);
 int dn_rng_int(dn_rng *rng, int n);
 
 static inline int dn_min_int(int a, int b) { return a < b ? a : b; }
+
+/* The image counter `seen` plus `images` (>= 0), stopping at INT64_MAX
+ * instead of overflowing: darknet's size_t counter never gets there, but a
+ * .weights header or set_seen may start it anywhere up to INT64_MAX. */
+static inline int64_t dn_seen_add(int64_t seen, int64_t images)
+{
+    int64_t sum;
+    return __builtin_add_overflow(seen, images, &sum) ? INT64_MAX : sum;
+}
+
+/* a * b for image counts (both >= 0), stopping at INT64_MAX */
+static inline int64_t dn_count_mul(int64_t a, int64_t b)
+{
+    int64_t product;
+    return __builtin_mul_overflow(a, b, &product) ? INT64_MAX : product;
+}
 static inline int dn_max_int(int a, int b) { return a > b ? a : b; }
 
 #endif

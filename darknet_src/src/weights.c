@@ -28,9 +28,11 @@ typedef struct {
     long offset;    /* bytes consumed */
 } reader;
 
+/* darknet's test, major*10 + minor >= 2 with both < 1000, in int64: a
+ * crafted header's major*10 would overflow an int */
 static int seen_is_64bit(int major, int minor)
 {
-    return (major * 10 + minor) >= 2 && major < 1000 && minor < 1000;
+    return (int64_t)major * 10 + minor >= 2 && major < 1000 && minor < 1000;
 }
 
 static int connected_transposed(int major, int minor) { return major > 1000 || minor > 1000; }
@@ -136,6 +138,12 @@ static dn_status load_weights(dn_network *net, const char *path, int cutoff, int
             fclose(r.file);
             return DN_FAIL(DN_ERR_WEIGHTS, "%s: too short for a version %d.%d weights header "
                            "(%ld bytes, need 20)", path, major, minor, r.size);
+        }
+        if (seen64 > (uint64_t)INT64_MAX) {
+            fclose(r.file);
+            return DN_FAIL(DN_ERR_WEIGHTS, "%s: header seen=%lld is negative (as darknet's signed "
+                           "64-bit count of images trained on): not a darknet weights file, or a "
+                           "corrupt one", path, (long long)(int64_t)seen64);
         }
         seen = (int64_t)seen64;
         header_bytes = 20;

@@ -2,12 +2,9 @@
 #include "../error.h"
 #include "../layer.h"
 
-static void set_shape(dn_layer *l)
+static dn_status set_shape(dn_layer *l, const dn_build *b)
 {
-    l->out_w = l->out_h = 1;
-    l->out_c = l->in_c;
-    l->in_size = l->in_w * l->in_h * l->in_c;
-    l->out_size = l->out_c;
+    return dn_layer_set_output_shape(l, b, 1, 1, l->in_c);
 }
 
 static dn_status avgpool_parse(dn_layer *l, const dn_build *b)
@@ -15,8 +12,7 @@ static dn_status avgpool_parse(dn_layer *l, const dn_build *b)
     l->in_w = b->w;
     l->in_h = b->h;
     l->in_c = b->c;
-    set_shape(l);
-    return DN_OK;
+    return set_shape(l, b);
 }
 
 static dn_status avgpool_alloc(dn_layer *l, int train) { return dn_layer_alloc_output(l, train); }
@@ -25,8 +21,7 @@ static dn_status avgpool_resize(dn_layer *l, int in_w, int in_h)
 {
     l->in_w = in_w;
     l->in_h = in_h;
-    set_shape(l);
-    return DN_OK;
+    return set_shape(l, NULL);
 }
 
 static void avgpool_forward(dn_layer *l, const dn_ctx *ctx)

@@ -16,9 +16,7 @@ static dn_status connected_parse(dn_layer *l, const dn_build *b)
     l->in_w = b->w;
     l->in_h = b->h;
     l->in_c = b->c;
-    l->in_size = b->w * b->h * b->c;
-    l->out_w = l->out_h = 1;
-    l->out_c = l->out_size = outputs;
+    DN_TRY(dn_layer_set_output_shape(l, b, 1, 1, outputs));
     l->batch_normalize = bn;
     l->n_biases = outputs;
     l->n_weights = (size_t)outputs * l->in_size;
@@ -63,10 +61,10 @@ static void connected_backward(dn_layer *l, const dn_ctx *ctx)
 
 static dn_status connected_resize(dn_layer *l, int in_w, int in_h)
 {
-    if (in_w * in_h * l->in_c != l->in_size)
-        return DN_FAIL(DN_ERR_ARG,
-                       "layer %d ([connected]) has a fixed input of %d values; cannot resize to %dx%d",
-                       l->index, l->in_size, in_w, in_h);
+    if ((int64_t)in_w * in_h * l->in_c != l->in_size)
+        return DN_FAIL(DN_ERR_ARG, "its input is fixed at %d values (%dx%dx%d); %dx%dx%d would be %lld",
+                       l->in_size, l->in_w, l->in_h, l->in_c, in_w, in_h, l->in_c,
+                       (long long)in_w * in_h * l->in_c);
     return DN_OK;
 }
 

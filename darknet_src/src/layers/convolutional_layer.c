@@ -12,17 +12,19 @@
 #include "../layer.h"
 #include "batchnorm.h"
 
-static void set_output_shape(dn_layer *l)
+/* The most weights one filter may span (size*size*input channels): an int
+ * in the GEMM's k, im2col's rows (rounded up to 64) and the initialisation. */
+#define DN_MAX_FILTER_VALUES (1 << 30)
+
+/* out = (in + 2*pad - size)/stride + 1 on each side. */
+static dn_status set_output_shape(dn_layer *l, const dn_build *b)
 {
-    int size = l->u.conv.size, stride = l->u.conv.stride, pad = l->u.conv.pad;
-    l->out_w = (l->in_w + 2 * pad - size) / stride + 1;
-    l->out_h = (l->in_h + 2 * pad - size) / stride + 1;
-    l->out_c = l->u.conv.filters;
-    l->out_size = l->out_w * l->out_h * l->out_c;
-    l->in_size = l->in_w * l->in_h * l->in_c;
+    int64_t size = l->u.conv.size, stride = l->u.conv.stride, pad = l->u.conv.pad;
+    DN_TRY(dn_layer_set_window_shape(l, b, "kernel", size, stride, pad, 2 * pad, l->u.conv.filters));
     int groups = l->u.conv.groups;
     l->bflops = (2.0 * l->u.conv.filters * size * size * l->in_c / groups * l->out_h * l->out_w) /
                 1000000000.;
+    return DN_OK;
 }
 
 /* A 1x1, stride-1, unpadded convolution reads its input as the im2col matrix. */
@@ -72,6 +74,12 @@ static dn_status conv_parse(dn_layer *l, const dn_build *b)
 
     if (filters < 1) return dn_cfg_error(cfg, s, DN_ERR_CFG, "filters=%d, expected >= 1", filters);
     if (size < 1) return dn_cfg_error(cfg, s, DN_ERR_CFG, "size=%d, expected >= 1", size);
+    /* size*size*channels is an int in the GEMM, im2col and initialisation */
+    if ((int64_t)size * size * b->c > DN_MAX_FILTER_VALUES)
+        return dn_cfg_error(cfg, s, DN_ERR_CFG,
+                            "size=%d with %d input channels: a filter spans %lld values "
+                            "(size*size*channels), at most %d",
+                            size, b->c, (long long)size * size * b->c, DN_MAX_FILTER_VALUES);
     if (stride < 1) return dn_cfg_error(cfg, s, DN_ERR_CFG, "stride=%d, expected >= 1", stride);
     if (padding < 0) return dn_cfg_error(cfg, s, DN_ERR_CFG, "padding=%d, expected >= 0", padding);
     if (groups < 1 || b->c % groups || filters % groups)
@@ -89,11 +97,7 @@ static dn_status conv_parse(dn_layer *l, const dn_build *b)
     l->in_w = b->w;
     l->in_h = b->h;
     l->in_c = b->c;
-    set_output_shape(l);
-    if (l->out_w < 1 || l->out_h < 1)
-        return dn_cfg_error(cfg, s, DN_ERR_CFG,
-                            "a %dx%d kernel with stride %d and padding %d does not fit a %dx%d input",
-                            size, size, stride, padding, b->w, b->h);
+    DN_TRY(set_output_shape(l, b));
     l->n_biases = filters;
     l->n_weights = (size_t)filters * (b->c / groups) * size * size;
     set_workspace(l);
@@ -139,10 +143,7 @@ static dn_status conv_resize(dn_layer *l, int in_w, int in_h)
 {
     l->in_w = in_w;
     l->in_h = in_h;
-    set_output_shape(l);
-    if (l->out_w < 1 || l->out_h < 1)
-        return DN_FAIL(DN_ERR_ARG, "layer %d ([convolutional]): input %dx%d too small", l->index,
-                       in_w, in_h);
+    DN_TRY(set_output_shape(l, NULL));
     set_workspace(l);
     return DN_OK;
 }

@@ -24,10 +24,10 @@ static dn_status cost_parse(dn_layer *l, const dn_build *b)
     if (l->u.cost.ratio != 0)
         return dn_cfg_error(b->cfg, b->section, DN_ERR_UNSUPPORTED,
                             "ratio=%g: hard-example ratios are not implemented", l->u.cost.ratio);
-    l->in_w = l->out_w = b->w;
-    l->in_h = l->out_h = b->h;
-    l->in_c = l->out_c = b->c;
-    l->in_size = l->out_size = b->w * b->h * b->c;
+    l->in_w = b->w;
+    l->in_h = b->h;
+    l->in_c = b->c;
+    DN_TRY(dn_layer_set_output_shape(l, b, b->w, b->h, b->c));
     l->truth_size = l->in_size;
     return DN_OK;
 }
@@ -36,9 +36,10 @@ static dn_status cost_alloc(dn_layer *l, int train) { return dn_layer_alloc_outp
 
 static dn_status cost_resize(dn_layer *l, int in_w, int in_h)
 {
-    l->in_w = l->out_w = in_w;
-    l->in_h = l->out_h = in_h;
-    l->in_size = l->out_size = l->truth_size = in_w * in_h * l->in_c;
+    l->in_w = in_w;
+    l->in_h = in_h;
+    DN_TRY(dn_layer_set_output_shape(l, NULL, in_w, in_h, l->in_c));
+    l->truth_size = l->in_size;
     return DN_OK;
 }
 

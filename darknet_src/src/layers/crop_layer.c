@@ -23,12 +23,8 @@ static dn_status crop_parse(dn_layer *l, const dn_build *b)
                             b->h);
     l->in_w = b->w;
     l->in_h = b->h;
-    l->in_c = l->out_c = b->c;
-    l->in_size = b->w * b->h * b->c;
-    l->out_w = crop_w;
-    l->out_h = crop_h;
-    l->out_size = crop_w * crop_h * b->c;
-    return DN_OK;
+    l->in_c = b->c;
+    return dn_layer_set_output_shape(l, b, crop_w, crop_h, b->c);
 }
 
 static dn_status crop_alloc(dn_layer *l, int train) { return dn_layer_alloc_output(l, train); }
@@ -36,12 +32,11 @@ static dn_status crop_alloc(dn_layer *l, int train) { return dn_layer_alloc_outp
 static dn_status crop_resize(dn_layer *l, int in_w, int in_h)
 {
     if (l->out_w > in_w || l->out_h > in_h)
-        return DN_FAIL(DN_ERR_ARG, "layer %d ([crop]): %dx%d crop does not fit %dx%d", l->index,
-                       l->out_w, l->out_h, in_w, in_h);
+        return DN_FAIL(DN_ERR_ARG, "%dx%d crop does not fit its %dx%d input", l->out_w, l->out_h,
+                       in_w, in_h);
     l->in_w = in_w;
     l->in_h = in_h;
-    l->in_size = in_w * in_h * l->in_c;
-    return DN_OK;
+    return dn_layer_set_output_shape(l, NULL, l->out_w, l->out_h, l->out_c);
 }
 
 static void crop_forward(dn_layer *l, const dn_ctx *ctx)

@@ -22,6 +22,11 @@
 #include "../hd.h"
 
 #define DN_REGION_MAX_TRUTHS 30    /* darknet's region layer reads at most 30 truths */
+/* The most boxes per image a [yolo] max= may ask for: each takes 5 truth
+ * floats per image (an int count in the loss); darknet's cfgs use 90 to 200
+ * and crowded datasets a few hundred.  darknet itself does not check (its
+ * max*5 overflows for huge values). */
+#define DN_YOLO_MAX_BOXES 10000
 #define DN_REGION_PRIOR_SEEN 12800 /* the prior term stops after this many images */
 
 /* what a truth loop adds up, per image or per batch */

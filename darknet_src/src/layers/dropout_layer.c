@@ -4,12 +4,9 @@
 #include "../error.h"
 #include "../layer.h"
 
-static void set_shape(dn_layer *l)
+static dn_status set_shape(dn_layer *l, const dn_build *b)
 {
-    l->out_w = l->in_w;
-    l->out_h = l->in_h;
-    l->out_c = l->in_c;
-    l->in_size = l->out_size = l->in_w * l->in_h * l->in_c;
+    return dn_layer_set_output_shape(l, b, l->in_w, l->in_h, l->in_c);
 }
 
 static dn_status dropout_parse(dn_layer *l, const dn_build *b)
@@ -24,8 +21,7 @@ static dn_status dropout_parse(dn_layer *l, const dn_build *b)
     l->in_w = b->w;
     l->in_h = b->h;
     l->in_c = b->c;
-    set_shape(l);
-    return DN_OK;
+    return set_shape(l, b);
 }
 
 static dn_status dropout_alloc(dn_layer *l, int train)
@@ -44,8 +40,7 @@ static dn_status dropout_resize(dn_layer *l, int in_w, int in_h)
 {
     l->in_w = in_w;
     l->in_h = in_h;
-    set_shape(l);
-    return DN_OK;
+    return set_shape(l, NULL);
 }
 
 static void dropout_forward(dn_layer *l, const dn_ctx *ctx)

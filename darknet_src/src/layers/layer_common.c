@@ -1,10 +1,14 @@
-/* Helpers shared by the layers: activation option, buffers, SGD update. */
+/* Helpers shared by the layers: activation option, buffers, SGD update, shapes. */
+#include <limits.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <stdlib.h>
 
 #include "../error.h"
+#include "../image.h"
 #include "../layer.h"
 #include "detection_layers.h"
 
@@ -119,4 +123,73 @@ dn_status dn_read_anchors(const dn_build *b, int count, const char *unit, float 
     memcpy(*out, anchors, 2 * (size_t)count * sizeof(float));
     free(anchors);
     return DN_OK;
+}
+
+dn_status dn_cfg_check_augment(const dn_cfg *cfg, const dn_section *s, const char *key, float value)
+{
+    const char *expected = dn_augment_expected(key, value);
+    if (expected) return dn_cfg_error(cfg, s, DN_ERR_CFG, "%s=%g, expected %s", key, value, expected);
+    return DN_OK;
+}
+
+/* ---- shapes ---------------------------------------------------------------- */
+
+int dn_shape_fits(int64_t w, int64_t h, int64_t c)
+{
+    if (w < 1 || h < 1 || c < 1) return 0;
+    if (w > DN_MAX_VOLUME || h > DN_MAX_VOLUME || c > DN_MAX_VOLUME) return 0;
+    /* each side < 2^31: w*h < 2^62, and when w*h fits, w*h*c < 2^62 */
+    return w * h <= DN_MAX_VOLUME && w * h * c <= DN_MAX_VOLUME;
+}
+
+dn_status dn_layer_shape_error(const dn_build *b, const char *fmt, ...)
+{
+    char what[1024];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(what, sizeof what, fmt, args);
+    va_end(args);
+    if (b) return dn_cfg_error(b->cfg, b->section, DN_ERR_CFG, "%s", what);
+    return DN_FAIL(DN_ERR_ARG, "%s", what);
+}
+
+dn_status dn_layer_set_output_shape(dn_layer *l, const dn_build *b, int64_t out_w, int64_t out_h,
+                                    int64_t out_c)
+{
+    if (out_w < 1 || out_h < 1 || out_c < 1)
+        return dn_layer_shape_error(b, "output %lldx%lldx%lld is empty (every side must be >= 1)",
+                                    (long long)out_w, (long long)out_h, (long long)out_c);
+    if (!dn_shape_fits(out_w, out_h, out_c))
+        return dn_layer_shape_error(b, "output %lldx%lldx%lld is too large (%.0f values; at most %d)",
+                                    (long long)out_w, (long long)out_h, (long long)out_c,
+                                    (double)out_w * (double)out_h * (double)out_c, DN_MAX_VOLUME);
+    /* the input is the previous layer's output (or the network's input),
+     * both checked already */
+    if (!dn_shape_fits(l->in_w, l->in_h, l->in_c))
+        return DN_FAIL(DN_ERR_INTERNAL, "layer %d: input %dx%dx%d has no valid shape", l->index,
+                       l->in_w, l->in_h, l->in_c);
+    l->out_w = (int)out_w;
+    l->out_h = (int)out_h;
+    l->out_c = (int)out_c;
+    l->out_size = (int)(out_w * out_h * out_c);
+    l->in_size = (int)((int64_t)l->in_w * l->in_h * l->in_c);
+    return DN_OK;
+}
+
+dn_status dn_layer_set_window_shape(dn_layer *l, const dn_build *b, const char *what, int64_t size,
+                                    int64_t stride, int64_t padding, int64_t added, int64_t out_c)
+{
+    int64_t padded_w = l->in_w + added, padded_h = l->in_h + added;
+    if (padded_w > INT_MAX || padded_h > INT_MAX)
+        return dn_layer_shape_error(b, "padding %lld makes its %dx%d input %lldx%lld, more than %d a side",
+                                    (long long)padding, l->in_w, l->in_h, (long long)padded_w,
+                                    (long long)padded_h, INT_MAX);
+    int64_t out_w = (padded_w - size) / stride + 1, out_h = (padded_h - size) / stride + 1;
+    if (out_w < 1 || out_h < 1)
+        return dn_layer_shape_error(b, "a %lldx%lld %s with stride %lld and padding %lld does not fit a "
+                                    "%dx%d input (output %lldx%lld)",
+                                    (long long)size, (long long)size, what, (long long)stride,
+                                    (long long)padding, l->in_w, l->in_h, (long long)out_w,
+                                    (long long)out_h);
+    return dn_layer_set_output_shape(l, b, out_w, out_h, out_c);
 }

@@ -10,13 +10,12 @@
 #include "../layer.h"
 #include "../util.h"
 
-static void set_output_shape(dn_layer *l)
+/* out = (in + padding - size)/stride + 1 on each side (darknet's padding
+ * is the total added, not per side). */
+static dn_status set_output_shape(dn_layer *l, const dn_build *b)
 {
-    l->out_w = (l->in_w + l->u.pool.pad - l->u.pool.size) / l->u.pool.stride + 1;
-    l->out_h = (l->in_h + l->u.pool.pad - l->u.pool.size) / l->u.pool.stride + 1;
-    l->out_c = l->in_c;
-    l->in_size = l->in_w * l->in_h * l->in_c;
-    l->out_size = l->out_w * l->out_h * l->out_c;
+    int64_t pad = l->u.pool.pad;
+    return dn_layer_set_window_shape(l, b, "window", l->u.pool.size, l->u.pool.stride, pad, pad, l->in_c);
 }
 
 static dn_status maxpool_parse(dn_layer *l, const dn_build *b)
@@ -35,11 +34,7 @@ static dn_status maxpool_parse(dn_layer *l, const dn_build *b)
     l->in_w = b->w;
     l->in_h = b->h;
     l->in_c = b->c;
-    set_output_shape(l);
-    if (l->out_w < 1 || l->out_h < 1)
-        return dn_cfg_error(b->cfg, b->section, DN_ERR_CFG,
-                            "a %dx%d window does not fit a %dx%d input", size, size, b->w, b->h);
-    return DN_OK;
+    return set_output_shape(l, b);
 }
 
 static dn_status maxpool_alloc(dn_layer *l, int train)
@@ -59,8 +54,7 @@ static dn_status maxpool_resize(dn_layer *l, int in_w, int in_h)
 {
     l->in_w = in_w;
     l->in_h = in_h;
-    set_output_shape(l);
-    return DN_OK;
+    return set_output_shape(l, NULL);
 }
 
 typedef struct {

@@ -72,25 +72,28 @@ static dn_status region_parse(dn_layer *l, const dn_build *b)
     l->u.region.coords = coords;
     l->u.region.classes = classes;
     l->u.region.n_anchors = num;
-    l->in_w = l->out_w = b->w;
-    l->in_h = l->out_h = b->h;
-    l->out_c = num * (classes + coords + 1);
-    l->out_size = l->out_w * l->out_h * l->out_c;
+    l->in_w = b->w;
+    l->in_h = b->h;
     l->in_c = b->c;
-    l->in_size = b->w * b->h * b->c;
-    if (b->c != l->out_c)
+    int64_t channels = (int64_t)num * ((int64_t)classes + coords + 1);
+    if (b->c != channels)
         return dn_cfg_error(
             cfg, s, DN_ERR_CFG,
-            "expects the layer before it to output %d channels ((classes %d + coords %d + 1) * num "
-            "%d), but layer %d outputs %dx%dx%d: set filters=%d in the [convolutional] before it",
-            l->out_c, classes, coords, num, b->index - 1, b->w, b->h, b->c, l->out_c);
+            "expects the layer before it to output %lld channels ((classes %d + coords %d + 1) * num "
+            "%d), but layer %d outputs %dx%dx%d: set filters=%lld in the [convolutional] before it",
+            (long long)channels, classes, coords, num, b->index - 1, b->w, b->h, b->c,
+            (long long)channels);
+    DN_TRY(dn_layer_set_output_shape(l, b, b->w, b->h, channels));
 
     DN_TRY(dn_cfg_int(cfg, s, "log", 0, &l->u.region.log));
     DN_TRY(dn_cfg_int(cfg, s, "sqrt", 0, &l->u.region.sqrt));
     DN_TRY(dn_cfg_int(cfg, s, "softmax", 0, &l->u.region.softmax));
     DN_TRY(dn_cfg_int(cfg, s, "background", 0, &l->u.region.background));
+    /* darknet reads max= but its region loss reads DN_REGION_MAX_TRUTHS boxes
+     * whatever it says (truth_size below): nothing is sized by it */
     DN_TRY(dn_cfg_int(cfg, s, "max", 30, &l->u.region.max_boxes));
     DN_TRY(dn_cfg_float(cfg, s, "jitter", .2f, &l->u.region.jitter));
+    DN_TRY(dn_cfg_check_augment(cfg, s, "jitter", l->u.region.jitter));
     DN_TRY(dn_cfg_int(cfg, s, "rescore", 0, &l->u.region.rescore));
     DN_TRY(dn_cfg_float(cfg, s, "thresh", .5f, &l->u.region.thresh));
     DN_TRY(dn_cfg_int(cfg, s, "classfix", 0, &l->u.region.classfix));
@@ -112,10 +115,9 @@ static dn_status region_alloc(dn_layer *l, int train) { return dn_layer_alloc_ou
 
 static dn_status region_resize(dn_layer *l, int in_w, int in_h)
 {
-    l->in_w = l->out_w = in_w;
-    l->in_h = l->out_h = in_h;
-    l->in_size = l->out_size = in_w * in_h * l->out_c;
-    return DN_OK;
+    l->in_w = in_w;
+    l->in_h = in_h;
+    return dn_layer_set_output_shape(l, NULL, in_w, in_h, l->out_c);
 }
 
 /* the output activations (shared by inference and training) */

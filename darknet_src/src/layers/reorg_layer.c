@@ -11,20 +11,21 @@
 #include "../error.h"
 #include "../layer.h"
 
-static void set_shape(dn_layer *l)
+/* The shapes darknet's routine assumes: stride^2 divides the channels and,
+ * unless reverse, the stride divides the width and height (a partial block
+ * would index past the output). */
+static dn_status set_shape(dn_layer *l, const dn_build *b)
 {
-    int s = l->u.reorg.stride;
-    if (l->u.reorg.reverse) {
-        l->out_w = l->in_w * s;
-        l->out_h = l->in_h * s;
-        l->out_c = l->in_c / (s * s);
-    } else {
-        l->out_w = l->in_w / s;
-        l->out_h = l->in_h / s;
-        l->out_c = l->in_c * s * s;
-    }
-    l->in_size = l->in_w * l->in_h * l->in_c;
-    l->out_size = l->out_w * l->out_h * l->out_c;
+    int64_t s = l->u.reorg.stride, block = s * s;
+    if (l->in_c % block || (!l->u.reorg.reverse && (l->in_w % s || l->in_h % s)))
+        return dn_layer_shape_error(b, "stride %lld does not divide its %dx%dx%d input%s", (long long)s,
+                                    l->in_w, l->in_h, l->in_c,
+                                    l->u.reorg.reverse ? " (stride*stride must divide the channels)"
+                                                       : " (stride must divide the width and height, "
+                                                         "stride*stride the channels)");
+    if (l->u.reorg.reverse)
+        return dn_layer_set_output_shape(l, b, l->in_w * s, l->in_h * s, l->in_c / block);
+    return dn_layer_set_output_shape(l, b, l->in_w / s, l->in_h / s, l->in_c * block);
 }
 
 static dn_status reorg_parse(dn_layer *l, const dn_build *b)
@@ -41,12 +42,7 @@ static dn_status reorg_parse(dn_layer *l, const dn_build *b)
     l->in_w = b->w;
     l->in_h = b->h;
     l->in_c = b->c;
-    if (b->c % (stride * stride) || (!reverse && (b->w % stride || b->h % stride)))
-        return dn_cfg_error(b->cfg, b->section, DN_ERR_CFG,
-                            "stride %d does not divide the input %dx%dx%d", stride, b->w, b->h,
-                            b->c);
-    set_shape(l);
-    return DN_OK;
+    return set_shape(l, b);
 }
 
 static dn_status reorg_alloc(dn_layer *l, int train) { return dn_layer_alloc_output(l, train); }
@@ -55,8 +51,7 @@ static dn_status reorg_resize(dn_layer *l, int in_w, int in_h)
 {
     l->in_w = in_w;
     l->in_h = in_h;
-    set_shape(l);
-    return DN_OK;
+    return set_shape(l, NULL);
 }
 
 /* The index pair darknet's routine uses for input element (b, k, j, i) of a

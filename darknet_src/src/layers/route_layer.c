@@ -7,29 +7,31 @@
 #include "../error.h"
 #include "../layer.h"
 
-static dn_status route_set_shape(dn_layer *l, const dn_cfg *cfg, dn_section *s)
+static dn_status route_set_shape(dn_layer *l, const dn_build *b)
 {
     dn_layer *first = l->sources[0];
-    l->out_w = first->out_w;
-    l->out_h = first->out_h;
-    l->out_c = 0;
+    int64_t channels = 0;
     for (int i = 0; i < l->n_sources; i++) {
         dn_layer *src = l->sources[i];
         if (src->out_w != first->out_w || src->out_h != first->out_h) {
-            if (cfg)
-                return dn_cfg_error(cfg, s, DN_ERR_CFG,
+            if (b)
+                return dn_cfg_error(b->cfg, b->section, DN_ERR_CFG,
                                     "layers %d (%dx%dx%d) and %d (%dx%dx%d) differ in width or "
                                     "height and cannot be concatenated",
                                     first->index, first->out_w, first->out_h, first->out_c,
                                     src->index, src->out_w, src->out_h, src->out_c);
-            return DN_FAIL(DN_ERR_ARG, "layer %d ([route]): inputs %d and %d differ in size",
-                           l->index, first->index, src->index);
+            return DN_FAIL(DN_ERR_ARG, "its inputs %d (%dx%d) and %d (%dx%d) differ in size",
+                           first->index, first->out_w, first->out_h, src->index, src->out_w,
+                           src->out_h);
         }
-        l->out_c += src->out_c;
+        channels += src->out_c;
     }
-    l->out_size = l->out_w * l->out_h * l->out_c;
-    l->in_w = l->out_w;
-    l->in_h = l->out_h;
+    /* the input is the concatenation itself: its channels are known once
+     * the output's are checked (1 until then) */
+    l->in_w = first->out_w;
+    l->in_h = first->out_h;
+    l->in_c = 1;
+    DN_TRY(dn_layer_set_output_shape(l, b, first->out_w, first->out_h, channels));
     l->in_c = l->out_c;
     l->in_size = l->out_size;
     return DN_OK;
@@ -64,7 +66,7 @@ static dn_status route_parse(dn_layer *l, const dn_build *b)
         l->sources[i] = &b->layers[index];
     }
     free(indexes);
-    return route_set_shape(l, b->cfg, b->section);
+    return route_set_shape(l, b);
 }
 
 static dn_status route_alloc(dn_layer *l, int train) { return dn_layer_alloc_output(l, train); }
@@ -73,7 +75,7 @@ static dn_status route_resize(dn_layer *l, int in_w, int in_h)
 {
     (void)in_w;
     (void)in_h;
-    return route_set_shape(l, NULL, NULL);
+    return route_set_shape(l, NULL);
 }
 
 static void route_forward(dn_layer *l, const dn_ctx *ctx)

@@ -20,8 +20,8 @@ static dn_status check_sizes(const dn_layer *l, const dn_layer *from, const dn_b
                             "from=%d (layer %d, %dx%d) cannot be added to the %dx%d input: sizes "
                             "must be equal or integer multiples in both directions",
                             l->source_index[0] - l->index, from->index, w1, h1, w2, h2);
-    return DN_FAIL(DN_ERR_ARG, "layer %d ([shortcut]): layer %d (%dx%d) does not fit %dx%d",
-                   l->index, from->index, w1, h1, w2, h2);
+    return DN_FAIL(DN_ERR_ARG, "layer %d (%dx%d) cannot be added to its %dx%d input", from->index,
+                   w1, h1, w2, h2);
 }
 
 static dn_status shortcut_parse(dn_layer *l, const dn_build *b)
@@ -44,10 +44,10 @@ static dn_status shortcut_parse(dn_layer *l, const dn_build *b)
     l->n_sources = 1;
     l->sources[0] = &b->layers[index];
     l->source_index[0] = index;
-    l->in_w = l->out_w = b->w;
-    l->in_h = l->out_h = b->h;
-    l->in_c = l->out_c = b->c;
-    l->in_size = l->out_size = b->w * b->h * b->c;
+    l->in_w = b->w;
+    l->in_h = b->h;
+    l->in_c = b->c;
+    DN_TRY(dn_layer_set_output_shape(l, b, b->w, b->h, b->c));
     return check_sizes(l, l->sources[0], b);
 }
 
@@ -55,9 +55,9 @@ static dn_status shortcut_alloc(dn_layer *l, int train) { return dn_layer_alloc_
 
 static dn_status shortcut_resize(dn_layer *l, int in_w, int in_h)
 {
-    l->in_w = l->out_w = in_w;
-    l->in_h = l->out_h = in_h;
-    l->in_size = l->out_size = in_w * in_h * l->in_c;
+    l->in_w = in_w;
+    l->in_h = in_h;
+    DN_TRY(dn_layer_set_output_shape(l, NULL, in_w, in_h, l->in_c));
     return check_sizes(l, l->sources[0], NULL);
 }
 

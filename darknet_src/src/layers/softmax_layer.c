@@ -20,10 +20,10 @@ static dn_status softmax_parse(dn_layer *l, const dn_build *b)
                             "tree=%s: hierarchical softmax is not implemented", tree);
     DN_TRY(dn_cfg_require_int(b->cfg, b->section, "spatial", 0,
                               "spatial softmax is not implemented"));
-    l->in_w = l->out_w = b->w;
-    l->in_h = l->out_h = b->h;
-    l->in_c = l->out_c = b->c;
-    l->in_size = l->out_size = b->w * b->h * b->c;
+    l->in_w = b->w;
+    l->in_h = b->h;
+    l->in_c = b->c;
+    DN_TRY(dn_layer_set_output_shape(l, b, b->w, b->h, b->c));
     int groups = l->u.softmax.groups;
     if (groups < 1 || l->in_size % groups)
         return dn_cfg_error(b->cfg, b->section, DN_ERR_CFG,
@@ -38,13 +38,13 @@ static dn_status softmax_alloc(dn_layer *l, int train) { return dn_layer_alloc_o
 
 static dn_status softmax_resize(dn_layer *l, int in_w, int in_h)
 {
-    l->in_w = l->out_w = in_w;
-    l->in_h = l->out_h = in_h;
-    l->in_size = l->out_size = in_w * in_h * l->in_c;
+    l->in_w = in_w;
+    l->in_h = in_h;
+    DN_TRY(dn_layer_set_output_shape(l, NULL, in_w, in_h, l->in_c));
     l->truth_size = l->in_size;
     return l->in_size % l->u.softmax.groups
-               ? DN_FAIL(DN_ERR_ARG, "layer %d ([softmax]): groups do not divide %d inputs",
-                         l->index, l->in_size)
+               ? DN_FAIL(DN_ERR_ARG, "groups=%d do not divide its %d inputs", l->u.softmax.groups,
+                         l->in_size)
                : DN_OK;
 }
 

@@ -5,19 +5,16 @@
 #include "../error.h"
 #include "../layer.h"
 
-static void set_shape(dn_layer *l)
+static dn_status set_shape(dn_layer *l, const dn_build *b)
 {
-    int s = l->u.upsample.stride;
-    l->out_c = l->in_c;
+    int64_t s = l->u.upsample.stride;
     if (l->u.upsample.reverse) {
-        l->out_w = l->in_w / s;
-        l->out_h = l->in_h / s;
-    } else {
-        l->out_w = l->in_w * s;
-        l->out_h = l->in_h * s;
+        if (l->in_w < s || l->in_h < s)
+            return dn_layer_shape_error(b, "stride -%lld does not fit a %dx%d input", (long long)s,
+                                        l->in_w, l->in_h);
+        return dn_layer_set_output_shape(l, b, l->in_w / s, l->in_h / s, l->in_c);
     }
-    l->in_size = l->in_w * l->in_h * l->in_c;
-    l->out_size = l->out_w * l->out_h * l->out_c;
+    return dn_layer_set_output_shape(l, b, l->in_w * s, l->in_h * s, l->in_c);
 }
 
 static dn_status upsample_parse(dn_layer *l, const dn_build *b)
@@ -32,11 +29,7 @@ static dn_status upsample_parse(dn_layer *l, const dn_build *b)
     l->in_w = b->w;
     l->in_h = b->h;
     l->in_c = b->c;
-    set_shape(l);
-    if (l->out_w < 1 || l->out_h < 1)
-        return dn_cfg_error(b->cfg, b->section, DN_ERR_CFG, "stride %d does not fit a %dx%d input",
-                            stride, b->w, b->h);
-    return DN_OK;
+    return set_shape(l, b);
 }
 
 static dn_status upsample_alloc(dn_layer *l, int train) { return dn_layer_alloc_output(l, train); }
@@ -45,8 +38,7 @@ static dn_status upsample_resize(dn_layer *l, int in_w, int in_h)
 {
     l->in_w = in_w;
     l->in_h = in_h;
-    set_shape(l);
-    return DN_OK;
+    return set_shape(l, NULL);
 }
 
 typedef enum {

@@ -63,27 +63,31 @@ static dn_status yolo_parse(dn_layer *l, const dn_build *b)
     l->u.yolo.classes = classes;
     l->u.yolo.n_anchors = n_mask;
     l->u.yolo.total = total;
-    l->in_w = l->out_w = b->w;
-    l->in_h = l->out_h = b->h;
-    l->out_c = n_mask * (classes + 4 + 1);
-    l->out_size = l->out_w * l->out_h * l->out_c;
+    l->in_w = b->w;
+    l->in_h = b->h;
     l->in_c = b->c;
-    l->in_size = b->w * b->h * b->c;
-    if (b->c != l->out_c)
+    int64_t channels = (int64_t)n_mask * ((int64_t)classes + 4 + 1);
+    if (b->c != channels)
         return dn_cfg_error(
             cfg, s, DN_ERR_CFG,
-            "expects the layer before it to output %d channels ((classes %d + 5) * %d masked "
-            "anchors), but layer %d outputs %dx%dx%d: set filters=%d in the [convolutional] "
+            "expects the layer before it to output %lld channels ((classes %d + 5) * %d masked "
+            "anchors), but layer %d outputs %dx%dx%d: set filters=%lld in the [convolutional] "
             "before it",
-            l->out_c, classes, n_mask, b->index - 1, b->w, b->h, b->c, l->out_c);
+            (long long)channels, classes, n_mask, b->index - 1, b->w, b->h, b->c,
+            (long long)channels);
+    DN_TRY(dn_layer_set_output_shape(l, b, b->w, b->h, channels));
 
     DN_TRY(dn_cfg_int(cfg, s, "max", 90, &l->u.yolo.max_boxes));
     DN_TRY(dn_cfg_float(cfg, s, "jitter", .2f, &l->u.yolo.jitter));
+    DN_TRY(dn_cfg_check_augment(cfg, s, "jitter", l->u.yolo.jitter));
     DN_TRY(dn_cfg_float(cfg, s, "ignore_thresh", .5f, &l->u.yolo.ignore_thresh));
     DN_TRY(dn_cfg_float(cfg, s, "truth_thresh", 1, &l->u.yolo.truth_thresh));
     DN_TRY(dn_cfg_int(cfg, s, "random", 0, &l->u.yolo.random));
-    if (l->u.yolo.max_boxes < 1)
-        return dn_cfg_error(cfg, s, DN_ERR_CFG, "max=%d, expected >= 1", l->u.yolo.max_boxes);
+    if (l->u.yolo.max_boxes < 1 || l->u.yolo.max_boxes > DN_YOLO_MAX_BOXES)
+        return dn_cfg_error(cfg, s, DN_ERR_CFG,
+                            "max=%d, expected 1..%d (boxes per image the truth holds; darknet's "
+                            "cfgs use 90 to 200)",
+                            l->u.yolo.max_boxes, DN_YOLO_MAX_BOXES);
 
     DN_TRY(dn_read_anchors(b, total, "pixels", &l->u.yolo.anchors));
     l->truth_size = l->u.yolo.max_boxes * (4 + 1);
@@ -94,10 +98,9 @@ static dn_status yolo_alloc(dn_layer *l, int train) { return dn_layer_alloc_outp
 
 static dn_status yolo_resize(dn_layer *l, int in_w, int in_h)
 {
-    l->in_w = l->out_w = in_w;
-    l->in_h = l->out_h = in_h;
-    l->in_size = l->out_size = in_w * in_h * l->out_c;
-    return DN_OK;
+    l->in_w = in_w;
+    l->in_h = in_h;
+    return dn_layer_set_output_shape(l, NULL, in_w, in_h, l->out_c);
 }
 
 static dn_box yolo_box(const dn_layer *l, const float *x, int anchor, size_t index, int i, int j,
