@@ -146,6 +146,25 @@ def test_arguments_that_are_not_paths_or_numbers(tiny_cfg: Path) -> None:
     assert not (tiny_cfg.parent / "w.weights").exists()
 
 
+def test_a_batch_past_an_int_is_refused_before_anything_changes(tiny_cfg: Path) -> None:
+    """The layers count a whole batch's values in ints (as darknet): a batch
+    or a size that would overflow them is refused before allocating, and the
+    network goes on at its old batch and size."""
+    with pytest.raises(ArgumentError, match=r"batch 200000000 is too large .* layer 0 "
+                                            r"\(\[convolutional\]\) holds 8192 values per image.*"
+                                            r"batch <= 262143\)"):
+        Network(tiny_cfg, batch=200_000_000)
+    with Network(tiny_cfg, batch=2) as net:
+        before = net.predict(np.ones((2, 3, 32, 32), np.float32)).copy()
+        with pytest.raises(ArgumentError, match=r"batch 1000000 is too large .*at 32x32: layer 0 "
+                                                r"\(\[convolutional\]\) holds"):
+            net.set_batch(1_000_000)
+        with pytest.raises(ArgumentError, match=r"batch 2 is too large for this network at 12000x12000"):
+            net.resize(12_000, 12_000)
+        assert (net.info.width, net.info.height) == (32, 32)
+        np.testing.assert_array_equal(net.predict(np.ones((2, 3, 32, 32), np.float32)), before)
+
+
 def test_errors_are_also_builtin_exceptions(tmp_path: Path) -> None:
     path = tmp_path / "bad.cfg"
     path.write_text(NET + CONV.replace("filters=4", "filters=x"))
@@ -199,21 +218,36 @@ def test_repeated_option_names_the_value_used(tmp_path: Path) -> None:
 def test_failed_set_batch_leaves_nothing_to_run_on(tiny_cfg: Path) -> None:
     """A reallocation that runs out of memory part way leaves no half-sized
     buffers to compute on: every call that would use them says so, until a
-    set_batch succeeds."""
-    with Network(tiny_cfg) as net:
-        x = np.random.default_rng(0).random(net.input_shape, dtype=np.float32)
-        before = net.predict(x)
-        with pytest.raises(MemoryError):
-            net.set_batch(1 << 30)  # terabytes of activations
-        output = ffi.new("float **")
-        for call in (lambda: check(lib.dn_network_predict(net.handle, ffi.NULL, output)),  # its own input buffer
-                     lambda: net.layer_output(0)):
-            with pytest.raises(MemoryError, match="last set_batch or resize .* failed"):
-                call()
-        with pytest.raises(MemoryError):
-            net.set_batch(1 << 30)  # the same size again is retried, not taken as done
-        net.set_batch(1)
-        np.testing.assert_array_equal(net.predict(x), before)
+    set_batch succeeds.  In a process limited to 1.5 GB more address space
+    than it has (a batch of 40,000 needs gigabytes of activations)."""
+    script = tiny_cfg.parent / "oom.py"
+    script.write_text(f"""
+import resource, numpy as np, pydarknet
+from pydarknet._ffi import check, ffi, lib
+with pydarknet.Network({str(tiny_cfg)!r}) as net:
+    x = np.random.default_rng(0).random(net.input_shape, dtype=np.float32)
+    before = net.predict(x).copy()
+    size_kb = int(next(l.split()[1] for l in open("/proc/self/status") if l.startswith("VmSize:")))
+    resource.setrlimit(resource.RLIMIT_AS, ((size_kb << 10) + (3 << 29),) * 2)
+    def fails(call, match):
+        try:
+            call()
+        except MemoryError as e:
+            assert match in str(e), e
+            return
+        raise AssertionError("no MemoryError")
+    fails(lambda: net.set_batch(40_000), "out of memory")
+    output = ffi.new("float **")
+    for call in (lambda: check(lib.dn_network_predict(net.handle, ffi.NULL, output)),  # its own input buffer
+                 lambda: net.layer_output(0)):
+        fails(call, "last set_batch or resize")
+    fails(lambda: net.set_batch(40_000), "out of memory")  # the same size again is retried, not taken as done
+    net.set_batch(1)
+    assert np.array_equal(net.predict(x), before)
+print("ok")
+""")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout + result.stderr
 
 
 def test_failed_resize_keeps_the_old_size() -> None:
