@@ -79,6 +79,10 @@ BAD_CFGS = [
      ["[convolutional]", "padding 2147483647", "more than 2147483647 a side"]),
     ("conv size absurd", NET + CONV.replace("size=3", "size=50000"), CfgError,
      ["[convolutional]", "size=50000 with 3 input channels", "7500000000 values", "at most 1073741824"]),
+    # size*size*channels = 2^64: an int64 product wraps to 0 (it passed the check, then divided by 0)
+    ("conv filter wraps int64", "[net]\nbatch=1\nwidth=1\nheight=1\nchannels=1048576\n\n"
+     "[convolutional]\nfilters=1\nsize=4194304\npad=1\n", CfgError,
+     ["[convolutional]", "size=4194304 with 1048576 input channels", "18446744073709551616 values"]),
     ("upsample output overflows", NET + "[upsample]\nstride=2147483647\n", CfgError,
      ["[upsample]", "output 34359738352x34359738352x3 is too large"]),
     ("reorg stride squared overflows", NET + "[reorg]\nstride=46341\nreverse=1\n", CfgError,

@@ -74,12 +74,14 @@ static dn_status conv_parse(dn_layer *l, const dn_build *b)
 
     if (filters < 1) return dn_cfg_error(cfg, s, DN_ERR_CFG, "filters=%d, expected >= 1", filters);
     if (size < 1) return dn_cfg_error(cfg, s, DN_ERR_CFG, "size=%d, expected >= 1", size);
-    /* size*size*channels is an int in the GEMM, im2col and initialisation */
-    if ((int64_t)size * size * b->c > DN_MAX_FILTER_VALUES)
+    /* size*size*channels is an int in the GEMM, im2col and initialisation
+     * (size*size fits an int64; times the channels only once it is small) */
+    int64_t filter_area = (int64_t)size * size;
+    if (filter_area > DN_MAX_FILTER_VALUES || filter_area * b->c > DN_MAX_FILTER_VALUES)
         return dn_cfg_error(cfg, s, DN_ERR_CFG,
-                            "size=%d with %d input channels: a filter spans %lld values "
+                            "size=%d with %d input channels: a filter spans %.0f values "
                             "(size*size*channels), at most %d",
-                            size, b->c, (long long)size * size * b->c, DN_MAX_FILTER_VALUES);
+                            size, b->c, (double)filter_area * b->c, DN_MAX_FILTER_VALUES);
     if (stride < 1) return dn_cfg_error(cfg, s, DN_ERR_CFG, "stride=%d, expected >= 1", stride);
     if (padding < 0) return dn_cfg_error(cfg, s, DN_ERR_CFG, "padding=%d, expected >= 0", padding);
     if (groups < 1 || b->c % groups || filters % groups)
