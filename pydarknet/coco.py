@@ -118,9 +118,9 @@ def _whole_numbers(values: list[Any]) -> np.ndarray:
         if not np.all(np.isfinite(array) & (array == np.floor(array)) & (np.abs(array) < 2.0**63)):
             raise ValueError("not whole numbers")
         return array.astype(np.int64)
-    if array.dtype != np.int64 and len(values):
+    if array.dtype != np.int64:  # (an empty list is float64, handled above)
         raise ValueError("out of range")  # past int64: an object array
-    return array.astype(np.int64)
+    return array
 
 
 def _real_numbers(values: list[Any]) -> np.ndarray:

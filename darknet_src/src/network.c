@@ -375,9 +375,9 @@ void dn_network_params_changed(dn_network *net) { net->params_version++; }
 /* Whole-batch counts (batch * values per image) are ints in the layers'
  * loops, indexes and kernels, as in darknet: refuse a batch that would
  * overflow them, before allocating anything. */
-dn_status dn_network_check_batch_volume(const dn_network *net)
+dn_status dn_network_check_batch_volume(const dn_network *net, int batch, int width, int height)
 {
-    int64_t largest = (int64_t)net->w * net->h * net->c;
+    int64_t largest = (int64_t)width * height * net->c;
     int at = -1;
     for (int i = 0; i < net->n_layers; i++) {
         const dn_layer *l = &net->layers[i];
@@ -387,19 +387,19 @@ dn_status dn_network_check_batch_volume(const dn_network *net)
             at = i;
         }
     }
-    if ((int64_t)net->batch * largest <= INT_MAX) return DN_OK;
+    if ((int64_t)batch * largest <= INT_MAX) return DN_OK;
     char where[96] = "the input";
     if (at >= 0) snprintf(where, sizeof where, "layer %d ([%s])", at, net->layers[at].ops->name);
     return DN_FAIL(DN_ERR_ARG,
                    "batch %d is too large for this network at %dx%d: %s holds %lld values per "
                    "image, and a batch's values are counted in an int (at most %d: batch <= %lld)",
-                   net->batch, net->w, net->h, where, (long long)largest, INT_MAX,
+                   batch, width, height, where, (long long)largest, INT_MAX,
                    (long long)(INT_MAX / largest));
 }
 
 static dn_status allocate_activations(dn_network *net)
 {
-    DN_TRY(dn_network_check_batch_volume(net));
+    DN_TRY(dn_network_check_batch_volume(net, net->batch, net->w, net->h));
     size_t workspace = 0;
     int truth_size = 0;
     for (int i = 0; i < net->n_layers; i++) {

@@ -130,9 +130,10 @@ dn_status dn_network_sync_host_params(dn_network *net);
 
 /* (Re)allocate every layer's activations for net->batch and the current
  * input size; also the workspace, input and truth buffers. */
-/* A clear error where batch * the largest layer's values per image would
+/* A clear error where `batch` times the largest layer's values per image
+ * (the layers' shapes as they are, the input at width x height) would
  * overflow an int (the layers count whole batches in ints, as darknet). */
-dn_status dn_network_check_batch_volume(const dn_network *net);
+dn_status dn_network_check_batch_volume(const dn_network *net, int batch, int width, int height);
 dn_status dn_network_reallocate_activations(dn_network *net);
 
 /* Pass `pass` (0 .. subdivisions - 1) of a training step whose inputs and truth

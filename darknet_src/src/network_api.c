@@ -111,13 +111,9 @@ DN_API dn_status dn_network_set_batch(dn_network *net, int batch)
     if (!net) return DN_FAIL(DN_ERR_ARG, "network must not be NULL");
     if (batch < 1) return DN_FAIL(DN_ERR_ARG, "batch must be >= 1, got %d", batch);
     if (batch == net->batch && net->buffers_lost == DN_OK) return DN_OK;
-    int old_batch = net->batch;
+    /* refused before anything changes: the old buffers stay usable */
+    DN_TRY(dn_network_check_batch_volume(net, batch, net->w, net->h));
     net->batch = batch;
-    dn_status st = dn_network_check_batch_volume(net);
-    if (st != DN_OK) { /* refused before anything changed: the old buffers stay usable */
-        net->batch = old_batch;
-        return st;
-    }
     return reallocate(net);
 }
 
@@ -149,17 +145,10 @@ DN_API dn_status dn_network_resize(dn_network *net, int width, int height)
                        width, height, width, height, net->c, (double)width * height * net->c,
                        DN_MAX_VOLUME);
     if (width == net->w && height == net->h && net->buffers_lost == DN_OK) return DN_OK;
-    int old_w = net->w, old_h = net->h;
     dn_status st = resize_layers(net, width, height);
-    if (st == DN_OK) {
-        net->w = width; /* for the message */
-        net->h = height;
-        st = dn_network_check_batch_volume(net);
-        net->w = old_w;
-        net->h = old_h;
-    }
+    if (st == DN_OK) st = dn_network_check_batch_volume(net, net->batch, width, height);
     if (st != DN_OK) {
-        /* a layer refused the size: the layers before it took it already; back to
+        /* a layer refused the size, or the batch at it: the layers took it; back to
          * the size the buffers have (it worked before, so the message stays) */
         if (resize_layers(net, net->w, net->h) != DN_OK) net->buffers_lost = st;
         return st;
