@@ -260,7 +260,7 @@ def evaluate_map(detections: Sequence[ImageDetections], truths: Sequence[ImageTr
                                  f"outside 0..{num_classes - 1}")
     if max_detections is None and method == "coco":
         max_detections = 100
-    inclusive = method == "coco"
+    voc_matching = method != "coco"  # "voc", "voc07"
     results = []
     for c in range(num_classes):
         # Ground truth of class c per image.
@@ -290,7 +290,7 @@ def evaluate_map(detections: Sequence[ImageDetections], truths: Sequence[ImageTr
                 fp[rank] = 1
                 continue
             iou = box_iou(box_arr[j], g)
-            if not inclusive:  # VOC: the best truth, taken or not
+            if voc_matching:  # the best truth, taken or not
                 best = int(np.argmax(iou))  # the first of equal IoUs, as the devkit
                 if iou[best] <= iou_threshold:
                     fp[rank] = 1
